@@ -1,0 +1,190 @@
+//! The command line, runc-compatible: the same global flags and commands, so podman,
+//! containerd and systemd units can drive this runtime as they drive runc.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "left4me-runtime",
+    version,
+    about = "OCI container runtime for left4me game servers"
+)]
+pub struct Cli {
+    /// Directory for container state (tmpfs recommended).
+    #[arg(long, global = true, default_value = "/run/left4me-runtime")]
+    pub root: PathBuf,
+    /// Write the log here instead of stderr.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd to manage cgroups (not supported: cgroupfs paths only).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a default config.json (runc's defaults).
+    Spec {
+        #[arg(long, short, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Set a container up; its process waits for `start`.
+    Create {
+        #[arg(long, short, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        no_pivot: bool,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        #[arg(long, hide = true)]
+        no_new_keyring: bool,
+        id: String,
+    },
+    /// Let a created container exec its process.
+    Start { id: String },
+    /// Create and start; in the foreground, wait and exit with the container's status.
+    Run {
+        #[arg(long, short, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long, short)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        no_pivot: bool,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        #[arg(long, hide = true)]
+        no_new_keyring: bool,
+        /// Keep the container after it exits (default: delete it).
+        #[arg(long)]
+        keep: bool,
+        id: String,
+    },
+    /// Print the OCI state of a container.
+    State { id: String },
+    /// Send a signal (name or number, default SIGTERM) to the container's process.
+    Kill {
+        #[arg(long, short)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Remove a container (with --force, kill it first; absent ids succeed).
+    Delete {
+        #[arg(long, short)]
+        force: bool,
+        id: String,
+    },
+    /// List containers.
+    List {
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the container's processes.
+    Ps {
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        id: String,
+    },
+    /// Run a new process in a container.
+    Exec {
+        #[arg(long, short)]
+        tty: bool,
+        #[arg(long, short)]
+        detach: bool,
+        #[arg(long, short)]
+        process: Option<PathBuf>,
+        #[arg(long, short)]
+        env: Vec<String>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// UID[:GID]
+        #[arg(long, short)]
+        user: Option<String>,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Print the OCI features document.
+    Features,
+}
+
+impl Command {
+    /// The container id the command is about, for error messages.
+    pub fn container_id(&self) -> Option<&str> {
+        match self {
+            Command::Create { id, .. }
+            | Command::Start { id }
+            | Command::Run { id, .. }
+            | Command::State { id }
+            | Command::Kill { id, .. }
+            | Command::Delete { id, .. }
+            | Command::Ps { id, .. }
+            | Command::Exec { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Spec { .. } => "spec",
+            Command::Create { .. } => "create",
+            Command::Start { .. } => "start",
+            Command::Run { .. } => "run",
+            Command::State { .. } => "state",
+            Command::Kill { .. } => "kill",
+            Command::Delete { .. } => "delete",
+            Command::List { .. } => "list",
+            Command::Ps { .. } => "ps",
+            Command::Exec { .. } => "exec",
+            Command::Features => "features",
+        }
+    }
+
+    /// Commands that put a process into a container and so run from a protected copy of
+    /// the binary (see exe_guard).
+    pub fn enters_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Create { .. } | Command::Run { .. } | Command::Exec { .. }
+        )
+    }
+}

@@ -1,0 +1,280 @@
+//! `create`: everything is set up and the container's init waits for `start`.
+//!
+//! Runtime side, in order: load and validate the bundle (nothing exists yet) → claim the
+//! state directory → cgroup → start socket → fork init into its namespaces and cgroup
+//! (through a stage-1 child when existing namespaces are joined) → write ID maps → let
+//! init build the container → record `created`. Any failure undoes every earlier step.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use super::Paths;
+use crate::cgroups::{self, Cgroup};
+use crate::error::{Context, Error, IoContext, Result};
+use crate::init::{self, InitArgs};
+use crate::namespaces::{self, Plan};
+use crate::spec::Bundle;
+use crate::state::{self, ProcessId, State, StateDir, Status};
+use crate::sync::{self, Message};
+use crate::sys::process::{exit_child, fork_with, Forked};
+
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    /// `run` in the foreground with a terminal and no socket: the runtime itself takes
+    /// the pty master and proxies it.
+    pub own_console: bool,
+}
+
+/// A created container, as `run` needs it.
+pub struct Created {
+    pub init: ProcessId,
+    pub console: Option<OwnedFd>,
+}
+
+pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> {
+    state::validate_id(id)?;
+    let bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
+    let linux = bundle.spec.linux().as_ref().expect("validated");
+    let plan = Plan::from_spec(linux)?;
+    let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    if terminal && opts.console_socket.is_none() && !opts.own_console {
+        return Err(Error::Usage(
+            "process.terminal is true: --console-socket is required".into(),
+        ));
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(Error::Usage(
+            "--console-socket given but process.terminal is false".into(),
+        ));
+    }
+    let dir = StateDir::create(&paths.root, id)?;
+    let mut undo = Undo {
+        cgroup: None,
+        init: None,
+    };
+    match build(&dir, id, &bundle, &plan, opts, terminal, &mut undo) {
+        Ok(created) => Ok(created),
+        Err(e) => {
+            undo.run();
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+/// What to tear down if creation fails part-way.
+struct Undo {
+    cgroup: Option<Cgroup>,
+    init: Option<Pid>,
+}
+
+impl Undo {
+    fn run(self) {
+        if let Some(pid) = self.init {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup {
+            if let Err(e) = cg.destroy() {
+                crate::log::warn(&format!("cleaning up cgroup {}: {e}", cg.dir.display()));
+            }
+        }
+    }
+}
+
+fn build(
+    dir: &StateDir,
+    id: &str,
+    bundle: &Bundle,
+    plan: &Plan,
+    opts: &CreateOptions,
+    terminal: bool,
+    undo: &mut Undo,
+) -> Result<Created> {
+    let linux = bundle.spec.linux().as_ref().expect("validated");
+    let cgroup_dir = match cgroups::hierarchy() {
+        Some(mount) => Some(cgroups::resolve(
+            &mount,
+            linux.cgroups_path().as_deref(),
+            id,
+        )?),
+        None if linux.cgroups_path().is_some() => {
+            return Err(Error::Unsupported(
+                "linux.cgroupsPath: the host has no cgroup2 hierarchy".into(),
+            ))
+        }
+        None => None,
+    };
+    let mut st = State {
+        oci_version: bundle.spec.version().clone(),
+        id: id.to_string(),
+        status: Status::Creating,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        created: crate::log::rfc3339_now(),
+        init: None,
+        creator: Some(ProcessId::of(nix::unistd::getpid())?),
+        cgroup: cgroup_dir.clone(),
+        namespaces: Vec::new(),
+        owner: nix::unistd::geteuid().as_raw(),
+    };
+    // Recorded before the cgroup exists, so `delete` after a crash knows what to remove.
+    dir.save(&st).step("recording state")?;
+    let snapshot = serde_json::to_vec(&bundle.spec).map_err(|e| Error::Init(e.to_string()))?;
+    state::write_atomic(&dir.file(state::CONFIG_SNAPSHOT), &snapshot, 0o600)?;
+    if let Some(cg_dir) = cgroup_dir {
+        undo.cgroup = Some(Cgroup::create(cg_dir).step("creating the cgroup")?);
+    }
+    let start_path = init::start_socket_path(&dir.path);
+    let start_socket = UnixListener::bind(&start_path)
+        .at(&start_path)
+        .step("creating the start socket")?;
+    std::fs::set_permissions(&start_path, std::fs::Permissions::from_mode(0o600))
+        .at(&start_path)?;
+    let (console_for_init, console_for_us) = console_sockets(opts, terminal)?;
+    let (parent_ch, child_ch) = sync::pair()?;
+    let cgroup_fd = undo.cgroup.as_ref().map(Cgroup::open).transpose()?;
+    let listen = init::listen_fds().unwrap_or(0);
+    let spawn = |child_ch: sync::Channel| {
+        init::run(InitArgs {
+            bundle,
+            plan,
+            channel: child_ch,
+            start_socket,
+            console_socket: console_for_init,
+            cgroup_dir: undo.cgroup.as_ref().map(|c| c.dir.clone()),
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds + listen,
+        })
+    };
+    let pid = spawn_init(plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;
+    undo.init = Some(pid);
+    if cgroup_fd.is_none() {
+        if let Some(cg) = &undo.cgroup {
+            cg.add(pid).step("joining the cgroup")?;
+        }
+    }
+    if plan.new_user {
+        namespaces::write_id_maps(pid, linux)?;
+    }
+    if let Some(adj) = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj())
+    {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, adj.to_string())
+            .at(&path)
+            .step("process.oomScoreAdj")?;
+    }
+    st.init = Some(ProcessId::of(pid)?);
+    dir.save(&st)?;
+    parent_ch.send(&Message::Go)?;
+    parent_ch.expect_ready()?;
+    let console = match console_for_us {
+        Some(sock) => Some(crate::console::receive(sock.as_fd())?),
+        None => None,
+    };
+    st.status = Status::Created;
+    st.creator = None;
+    dir.save(&st).step("recording state")?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    Ok(Created {
+        init: st.init.expect("set above"),
+        console,
+    })
+}
+
+/// The socket init sends the pty over: the caller's, or one end of a pair we keep.
+fn console_sockets(
+    opts: &CreateOptions,
+    terminal: bool,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    if !terminal {
+        return Ok((None, None));
+    }
+    if let Some(path) = &opts.console_socket {
+        return Ok((Some(crate::console::connect(path)?), None));
+    }
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().at("console socketpair")?;
+    Ok((Some(theirs.into()), Some(ours.into())))
+}
+
+/// Forks init with its namespaces and cgroup. With namespaces to join, a stage-1 child
+/// joins them first and clones init as *our* child (`CLONE_PARENT`), then exits.
+fn spawn_init(
+    plan: &Plan,
+    cgroup: Option<&OwnedFd>,
+    parent_ch: &sync::Channel,
+    child_ch: sync::Channel,
+    init: impl FnOnce(sync::Channel),
+) -> Result<Pid> {
+    let cg = cgroup.map(|c| c.as_fd());
+    if plan.join.is_empty() {
+        return match fork_with(plan.create, cg).step("cloning the container process")? {
+            Forked::Child => {
+                parent_ch.close_in_child();
+                init(child_ch);
+                exit_child(1)
+            }
+            Forked::Parent(pid) => Ok(pid),
+        };
+    }
+    match fork_with(CloneFlags::empty(), None).step("forking to join namespaces")? {
+        Forked::Child => {
+            parent_ch.close_in_child();
+            let result = namespaces::join_all(&plan.join)
+                .step("joining namespaces")
+                .and_then(|_| {
+                    fork_with(plan.create | CloneFlags::CLONE_PARENT, cg)
+                        .step("cloning the container process")
+                });
+            match result {
+                Ok(Forked::Child) => {
+                    init(child_ch);
+                    exit_child(1)
+                }
+                Ok(Forked::Parent(pid)) => {
+                    let _ = child_ch.send(&Message::Pid(pid.as_raw()));
+                    exit_child(0)
+                }
+                Err(e) => {
+                    let _ = child_ch.send(&Message::Failed(e.to_string()));
+                    exit_child(1)
+                }
+            }
+        }
+        Forked::Parent(stage1) => {
+            drop(child_ch);
+            let reply = parent_ch.recv();
+            let _ = nix::sys::wait::waitpid(stage1, None);
+            match reply? {
+                Some(Message::Pid(pid)) => Ok(Pid::from_raw(pid)),
+                Some(Message::Failed(msg)) => Err(Error::Init(msg)),
+                other => Err(Error::Init(format!("stage-1 child failed ({other:?})"))),
+            }
+        }
+    }
+}
+
+pub fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().at(".")?.join(path)
+    };
+    state::write_atomic(&path, pid.to_string().as_bytes(), 0o644).step("writing --pid-file")
+}

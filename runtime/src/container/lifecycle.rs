@@ -1,0 +1,150 @@
+//! `start`, `kill` and `delete`.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+use super::{require, Paths};
+use crate::cgroups::Cgroup;
+use crate::error::{Context, Error, IoContext, Result};
+use crate::state::{self, State, StateDir, Status};
+use crate::sys::process::{pidfd_open, pidfd_send_signal};
+use crate::sys::Errno;
+
+/// Lets the created container exec its program. Returns once the exec happened; an
+/// exec failure (reported by init over the start socket) is the error.
+pub fn start(paths: &Paths, id: &str) -> Result<()> {
+    let dir = StateDir::open(&paths.root, id)?;
+    let mut st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
+    require(&st, &[Status::Created], "start it")?;
+    let sock_path = crate::init::start_socket_path(&dir.path);
+    let mut conn = UnixStream::connect(&sock_path)
+        .at(&sock_path)
+        .step("reaching the container process")?;
+    let _ = std::fs::remove_file(&sock_path);
+    let mut failure = String::new();
+    // EOF comes when the exec closed the (close-on-exec) connection.
+    conn.read_to_string(&mut failure).at(&sock_path)?;
+    if !failure.is_empty() {
+        st.status = Status::Stopped;
+        dir.save(&st)?;
+        return Err(Error::Init(failure)).step("starting the container process");
+    }
+    st.status = Status::Running;
+    dir.save(&st).step("recording state")
+}
+
+/// Parses `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::Usage(format!("unknown signal number {n}")));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse()
+        .map_err(|_| Error::Usage(format!("unknown signal {text:?}")))
+}
+
+pub fn kill(paths: &Paths, id: &str, signal: Signal, all: bool) -> Result<()> {
+    let st = state::read(&paths.root, id)?;
+    require(&st, &[Status::Created, Status::Running], "send it a signal")?;
+    if all {
+        if let Some(dir) = &st.cgroup {
+            return Cgroup { dir: dir.clone() }
+                .signal_all(signal)
+                .step("signalling every process");
+        }
+    }
+    signal_init(&st, signal)
+}
+
+/// Signals the init process through a pidfd, after checking it is still ours.
+fn signal_init(st: &State, signal: Signal) -> Result<()> {
+    let init = st.init.ok_or_else(|| Error::WrongState {
+        state: "creating".into(),
+        message: "no process yet".into(),
+    })?;
+    let pidfd = match pidfd_open(init.pid()) {
+        Err(e) if e.errno == Errno::ESRCH => return Ok(()),
+        other => other?,
+    };
+    if !init.is_alive() {
+        return Ok(());
+    }
+    match pidfd_send_signal(pidfd.as_fd(), signal) {
+        Err(e) if e.errno == Errno::ESRCH => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Removes a container. Without `force`, a running one is refused; with it, everything
+/// is killed first. Deleting what does not exist succeeds with `force`.
+pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
+    let dir = match StateDir::open(&paths.root, id) {
+        Err(Error::NotFound(_)) if force => return Ok(()),
+        other => other?,
+    };
+    // No state file: a create that crashed before recording anything.
+    if let Some(st) = dir.load().unwrap_or(None) {
+        let status = st.status();
+        if status == Status::Running && !force {
+            return Err(Error::WrongState {
+                state: status.to_string(),
+                message: "cannot delete it; stop it first or use --force".into(),
+            });
+        }
+        destroy(&st)?;
+    }
+    dir.remove().step("removing the state directory")
+}
+
+/// Kills every process of the container, waits for init to exit, removes the cgroup.
+pub fn destroy(st: &State) -> Result<()> {
+    let cgroup = st.cgroup.as_ref().map(|dir| Cgroup { dir: dir.clone() });
+    if let Some(init) = st.init.filter(|i| i.is_alive()) {
+        if let Ok(pidfd) = pidfd_open(init.pid()) {
+            if init.is_alive() {
+                let _ = pidfd_send_signal(pidfd.as_fd(), Signal::SIGKILL);
+                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(10_000u16));
+            }
+        }
+    }
+    if let Some(cg) = cgroup {
+        cg.destroy().step("removing the cgroup")?;
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for a process behind a pidfd to exit.
+pub fn wait_exit(pid: nix::unistd::Pid, timeout: Duration) -> bool {
+    let Ok(pidfd) = pidfd_open(pid) else {
+        return true;
+    };
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigusr1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(parse_signal("SIGINT").unwrap(), Signal::SIGINT);
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! Protects the runtime binary from being overwritten by a container (CVE-2019-5736):
+//! a process in the container can reach the runtime's executable through
+//! `/proc/PID/exe` while the runtime is inside, and write to it once the runtime exits.
+//!
+//! Before entering any container, the runtime re-executes itself from a read-only,
+//! detached bind mount of its own binary (or, where mounts are not allowed, a sealed
+//! memfd copy). `/proc/PID/exe` then leads only to something that refuses writes.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::sys::fd::{exec_fd, openat2, sealed_memfd_copy, Resolve};
+use crate::sys::mount_api::{attr, clone_tree, set_attr, SetAttr};
+
+const MARKER: &str = "_LEFT4ME_RUNTIME_PROTECTED_EXE";
+
+/// Re-executes the runtime from a protected copy unless it already runs from one.
+/// On success this does not return.
+pub fn ensure_protected() -> Result<()> {
+    if std::env::var_os(MARKER).is_some() {
+        // Keeps the marker out of the environment of everything the runtime starts
+        // (the runtime is still single-threaded here).
+        std::env::remove_var(MARKER);
+        return Ok(());
+    }
+    let exe = protected_exe()?;
+    let argv: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::Usage("NUL in argument".into())))
+        .collect::<Result<_>>()?;
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    envp.push(CString::new(format!("{MARKER}=1")).expect("no NUL"));
+    Err(exec_fd(exe.as_fd(), &argv, &envp).into())
+}
+
+/// A descriptor of the runtime binary that cannot be written through.
+fn protected_exe() -> Result<OwnedFd> {
+    let self_exe = Path::new("/proc/self/exe");
+    match clone_tree(None, self_exe, false) {
+        Ok(tree) => {
+            set_attr(
+                tree.as_fd(),
+                SetAttr {
+                    set: attr::RDONLY | attr::NOSUID | attr::NODEV,
+                    ..Default::default()
+                },
+                self_exe,
+            )?;
+            Ok(tree)
+        }
+        Err(_) => {
+            let file = openat2(None, self_exe, libc::O_RDONLY, 0, Resolve::default())?;
+            Ok(sealed_memfd_copy("left4me-runtime", file.as_fd())?)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The container's init process: forked by `create` into the new namespaces, it builds
+//! the container around itself, reports `Ready`, waits for `start`, and execs the user's
+//! program. Nothing here returns: the process ends in exec or `_exit`.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+
+use crate::error::{Context, Result};
+use crate::namespaces::Plan;
+use crate::rootfs;
+use crate::spec::Bundle;
+use crate::sync::{Channel, Message};
+use crate::sys::process::exit_child;
+use crate::sys::SysError;
+
+/// What init needs from the runtime; everything was opened before the fork.
+pub struct InitArgs<'a> {
+    pub bundle: &'a Bundle,
+    pub plan: &'a Plan,
+    pub channel: Channel,
+    /// The listening socket `start` connects to.
+    pub start_socket: UnixListener,
+    pub console_socket: Option<OwnedFd>,
+    pub cgroup_dir: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+/// The program to exec, resolved during setup so that "not found" fails `create`.
+pub struct Ready {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+pub fn run(args: InitArgs<'_>) -> ! {
+    let ready = match setup(&args) {
+        Ok(ready) => ready,
+        Err(e) => {
+            let _ = args.channel.send(&Message::Failed(e.to_string()));
+            exit_child(1)
+        }
+    };
+    if let Err(e) = args.channel.send(&Message::Ready) {
+        let _ = writeln!(std::io::stderr(), "left4me-runtime init: {e}");
+        exit_child(1)
+    }
+    drop(args.channel);
+    wait_for_start_and_exec(args.start_socket, &ready, args.preserve_fds)
+}
+
+/// Blocks until `start` connects, then execs. The connection is close-on-exec: `start`
+/// sees EOF exactly when exec succeeded, or reads the error if it failed.
+pub fn wait_for_start_and_exec(listener: UnixListener, ready: &Ready, preserve_fds: u32) -> ! {
+    let conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => exit_child(1),
+        }
+    };
+    drop(listener);
+    let err = crate::process::exec(&ready.program, &ready.args, &ready.env, preserve_fds);
+    let mut conn = conn;
+    let _ = conn.write_all(err.to_string().as_bytes());
+    exit_child(127)
+}
+
+fn setup(args: &InitArgs<'_>) -> Result<Ready> {
+    args.channel.expect_go()?;
+    let spec = &args.bundle.spec;
+    let process = spec.process().as_ref().expect("validated: process exists");
+    let linux = spec.linux().as_ref().expect("validated: linux exists");
+    if args.plan.new_user {
+        become_namespace_root(linux);
+    }
+    if args.plan.new_cgroup {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| SysError::new("unshare", "cgroup namespace", e))?;
+    }
+    if let Some(name) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(name).map_err(|e| SysError::new("sethostname", name, e))?;
+    }
+    if let Some(name) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        crate::sys::process::set_domainname(name)?;
+    }
+    let env = rootfs::Env {
+        bundle: args.bundle,
+        in_userns: args.plan.user,
+        new_cgroupns: args.plan.new_cgroup,
+        cgroup_dir: args.cgroup_dir.as_deref(),
+        no_pivot: args.no_pivot,
+    };
+    let steps = rootfs::plan(&env)?;
+    rootfs::setup(&env, &steps).step("preparing the rootfs")?;
+    if process.terminal() == Some(true) {
+        let socket = args.console_socket.as_ref().ok_or_else(|| {
+            crate::error::Error::Usage("process.terminal needs --console-socket".into())
+        })?;
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let slave = crate::console::setup_in_container(socket.as_fd(), size)?;
+        rootfs::bind_console(&slave)?;
+    }
+    crate::process::apply_limits(process, linux.personality().as_ref())?;
+    crate::process::become_user(process)?;
+    crate::process::enter_cwd(process.cwd())?;
+    let args_v = process.args().clone().unwrap_or_default();
+    let mut env_v = process.env().clone().unwrap_or_default();
+    if let Some(n) = listen_fds() {
+        env_v.retain(|v| !v.starts_with("LISTEN_FDS=") && !v.starts_with("LISTEN_PID="));
+        env_v.push(format!("LISTEN_FDS={n}"));
+        env_v.push(format!("LISTEN_PID={}", nix::unistd::getpid()));
+    }
+    let program = crate::process::find_program(&args_v[0], &env_v)?;
+    Ok(Ready {
+        program,
+        args: args_v,
+        env: env_v,
+    })
+}
+
+/// Socket activation: systemd's `LISTEN_FDS` passes through to the container (the fds
+/// themselves are kept by `--preserve-fds` arithmetic in the caller).
+pub fn listen_fds() -> Option<u32> {
+    std::env::var("LISTEN_FDS")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// In a fresh user namespace the process starts as the overflow uid; become the
+/// namespace's root if it is mapped, so setup runs with a real identity.
+fn become_namespace_root(linux: &oci_spec::runtime::Linux) {
+    let mapped = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .any(|e| e.container_id() == 0 && e.size() > 0)
+    };
+    if mapped(linux.gid_mappings()) {
+        let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
+    }
+    if mapped(linux.uid_mappings()) {
+        let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+    }
+}
+
+/// Where the start socket of a container lives.
+pub fn start_socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(crate::state::START_SOCKET)
+}

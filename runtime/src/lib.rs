@@ -1,0 +1,22 @@
+//! left4me-runtime: an OCI container runtime built directly on Linux namespaces.
+//!
+//! One module per kernel facility, each with a small typed API; `sys` holds every raw
+//! system call. See docs/architecture.md for the setup pipeline.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod cli;
+pub mod console;
+pub mod container;
+pub mod error;
+pub mod exe_guard;
+pub mod init;
+pub mod log;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod sys;
+pub mod sysctl;

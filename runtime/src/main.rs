@@ -1,0 +1,198 @@
+//! `left4me-runtime`: parse the command line, run one command, print one clear line on
+//! failure (`left4me-runtime: container ID: COMMAND: CAUSE`) and exit non-zero.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use left4me_runtime::cli::{Cli, Command, ListFormat, LogFormat};
+use left4me_runtime::container::{create, exec, info, lifecycle, supervise, Paths};
+use left4me_runtime::error::{Error, Result};
+use left4me_runtime::{exe_guard, log};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => log::Format::Text,
+        LogFormat::Json => log::Format::Json,
+    };
+    if let Err(e) = log::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("left4me-runtime: opening --log: {e}");
+        return ExitCode::from(1);
+    }
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let subject = match cli.command.container_id() {
+                Some(id) => format!("container {id}: "),
+                None => String::new(),
+            };
+            let line = format!("{subject}{}: {e}", cli.command.name());
+            if log::has_file() {
+                log::error(&line);
+            }
+            eprintln!("left4me-runtime: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<u8> {
+    let paths = Paths {
+        root: cli.root.clone(),
+    };
+    if cli.systemd_cgroup && matches!(cli.command, Command::Create { .. } | Command::Run { .. }) {
+        return Err(Error::Unsupported(
+            "--systemd-cgroup is not supported: this runtime manages cgroupfs paths itself".into(),
+        ));
+    }
+    if cli.command.enters_container() {
+        exe_guard::ensure_protected()?;
+    }
+    match &cli.command {
+        Command::Spec { bundle, rootless } => info::write_spec(bundle, *rootless)?,
+        Command::Create {
+            bundle,
+            pid_file,
+            console_socket,
+            no_pivot,
+            preserve_fds,
+            ..
+        } => {
+            let opts = create::CreateOptions {
+                bundle: bundle.clone(),
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                no_pivot: *no_pivot,
+                preserve_fds: *preserve_fds,
+                own_console: false,
+            };
+            create::create(
+                &paths,
+                cli.command.container_id().unwrap_or_default(),
+                &opts,
+            )?;
+        }
+        Command::Start { id } => lifecycle::start(&paths, id)?,
+        Command::Run {
+            bundle,
+            detach,
+            pid_file,
+            console_socket,
+            no_pivot,
+            preserve_fds,
+            keep,
+            id,
+            ..
+        } => {
+            let opts = create::CreateOptions {
+                bundle: bundle.clone(),
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                no_pivot: *no_pivot,
+                preserve_fds: *preserve_fds,
+                own_console: !*detach && console_socket.is_none(),
+            };
+            return run(&paths, id, &opts, *detach, *keep);
+        }
+        Command::State { id } => {
+            let v = info::state_json(&paths, id)?;
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON value"));
+        }
+        Command::Kill { id, signal, all } => {
+            lifecycle::kill(&paths, id, lifecycle::parse_signal(signal)?, *all)?
+        }
+        Command::Delete { id, force } => lifecycle::delete(&paths, id, *force)?,
+        Command::List { format, quiet } => {
+            let items = info::list(&paths)?;
+            match (format, quiet) {
+                (_, true) => items
+                    .iter()
+                    .for_each(|v| println!("{}", v["id"].as_str().unwrap_or(""))),
+                (ListFormat::Json, _) => println!("{}", serde_json::Value::from(items)),
+                (ListFormat::Table, _) => print!("{}", info::list_table(&items)),
+            }
+        }
+        Command::Ps { format, id } => {
+            let pids = info::pids(&paths, id)?;
+            match format {
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::json!(pids.iter().map(|p| p.as_raw()).collect::<Vec<_>>())
+                ),
+                ListFormat::Table => print!("{}", info::ps_table(&pids)),
+            }
+        }
+        Command::Exec {
+            tty,
+            detach,
+            process,
+            env,
+            cwd,
+            user,
+            pid_file,
+            console_socket,
+            preserve_fds,
+            id,
+            command,
+        } => {
+            let opts = exec::ExecOptions {
+                process_file: process.clone(),
+                args: command.clone(),
+                env: env.clone(),
+                cwd: cwd.clone(),
+                user: user.as_deref().map(parse_user).transpose()?,
+                tty: *tty,
+                console_socket: console_socket.clone(),
+                pid_file: pid_file.clone(),
+                preserve_fds: *preserve_fds,
+                detach: *detach,
+            };
+            let signals = if *detach {
+                None
+            } else {
+                Some(supervise::block_signals()?)
+            };
+            let (pid, console) = exec::exec(&paths, id, &opts)?;
+            if let Some(signals) = signals {
+                return Ok(supervise::supervise(&signals, pid, console)? as u8);
+            }
+        }
+        Command::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&info::features()).expect("JSON value")
+        ),
+    }
+    Ok(0)
+}
+
+/// `run`: create + start; in the foreground, supervise, then delete.
+fn run(
+    paths: &Paths,
+    id: &str,
+    opts: &create::CreateOptions,
+    detach: bool,
+    keep: bool,
+) -> Result<u8> {
+    let signals = if detach {
+        None
+    } else {
+        Some(supervise::block_signals()?)
+    };
+    let created = create::create(paths, id, opts)?;
+    if let Err(e) = lifecycle::start(paths, id) {
+        let _ = lifecycle::delete(paths, id, true);
+        return Err(e);
+    }
+    let Some(signals) = signals else { return Ok(0) };
+    let code = supervise::supervise(&signals, created.init.pid(), created.console);
+    if !keep {
+        lifecycle::delete(paths, id, true)?;
+    }
+    Ok(code? as u8)
+}
+
+fn parse_user(text: &str) -> Result<(u32, u32)> {
+    let bad = || Error::Usage(format!("--user {text:?}: expected UID[:GID] (numbers)"));
+    let (u, g) = text.split_once(':').unwrap_or((text, "0"));
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+}

@@ -1,0 +1,356 @@
+//! The container's root filesystem, built inside its own mount namespace as an ordered
+//! list of typed [`Step`]s (see [`plan`]), so the whole setup reads top to bottom and can
+//! be printed (`--debug`) and tested without a kernel.
+
+pub mod devices;
+pub mod mounts;
+pub mod paths;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+use crate::spec::Bundle;
+use crate::sys::fd::{openat2, Resolve};
+use crate::sys::mount_api::{
+    self, attach, attr, clone_tree, set_attr, FsContext, Propagation, SetAttr,
+};
+use crate::sys::Errno;
+use devices::Node;
+use paths::{open_in_root, Kind};
+
+/// One step of the rootfs setup, in the order it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Stop mount events flowing between the host and the container (`/` recursively).
+    IsolatePropagation(Propagation),
+    /// Bind the rootfs onto itself: pivot_root needs a mount point.
+    BindRootfs,
+    /// `mounts[i]`.
+    Mount(usize),
+    Device(Node),
+    DevLinks,
+    Sysctls,
+    ReadonlyPath(PathBuf),
+    MaskPath(PathBuf),
+    PivotRoot,
+    /// `--no-pivot`: move the rootfs over `/` and chroot.
+    MoveRoot,
+    /// `linux.rootfsPropagation` on the new `/`.
+    RootPropagation(Propagation, bool),
+    ReadonlyRoot,
+}
+
+/// What the setup needs to know beyond the config.
+pub struct Env<'a> {
+    pub bundle: &'a Bundle,
+    pub in_userns: bool,
+    pub new_cgroupns: bool,
+    pub cgroup_dir: Option<&'a Path>,
+    pub no_pivot: bool,
+}
+
+pub fn parse_root_propagation(value: &str) -> Result<(Propagation, bool)> {
+    Ok(match value {
+        "private" => (Propagation::Private, false),
+        "rprivate" => (Propagation::Private, true),
+        "shared" => (Propagation::Shared, false),
+        "rshared" => (Propagation::Shared, true),
+        "slave" => (Propagation::Slave, false),
+        "rslave" => (Propagation::Slave, true),
+        "unbindable" => (Propagation::Unbindable, false),
+        "runbindable" => (Propagation::Unbindable, true),
+        other => {
+            return Err(Error::config(
+                "linux.rootfsPropagation",
+                format!("unknown propagation {other:?}"),
+            ))
+        }
+    })
+}
+
+/// The ordered setup for a bundle.
+pub fn plan(env: &Env<'_>) -> Result<Vec<Step>> {
+    let spec = &env.bundle.spec;
+    let linux = spec.linux().as_ref();
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let propagation = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .filter(|p| !p.is_empty())
+        .map(parse_root_propagation)
+        .transpose()?;
+    let mut steps = vec![
+        // Host mount events may flow in (slave) but never out. Shared propagation, if
+        // asked for, is applied to the new root after pivot_root, which refuses shared
+        // mounts.
+        IsolatePropagation(match propagation {
+            Some((Propagation::Private, _)) => Propagation::Private,
+            _ => Propagation::Slave,
+        }),
+        BindRootfs,
+    ];
+    use Step::*;
+    steps.extend((0..mounts.len()).map(Mount));
+    let dev_is_host_bind = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && mounts::parse_options(m.options().as_deref().unwrap_or_default()).bind
+    });
+    if !dev_is_host_bind {
+        steps.extend(devices::defaults().into_iter().map(Device));
+    }
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        steps.push(Device(devices::from_spec(d)?));
+    }
+    if !dev_is_host_bind {
+        steps.push(DevLinks);
+    }
+    if linux
+        .and_then(|l| l.sysctl().as_ref())
+        .is_some_and(|s| !s.is_empty())
+    {
+        steps.push(Sysctls);
+    }
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        steps.push(ReadonlyPath(PathBuf::from(p)));
+    }
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        steps.push(MaskPath(PathBuf::from(p)));
+    }
+    steps.push(if env.no_pivot { MoveRoot } else { PivotRoot });
+    if let Some((p, recursive)) = propagation {
+        steps.push(RootPropagation(p, recursive));
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        steps.push(ReadonlyRoot);
+    }
+    Ok(steps)
+}
+
+/// Runs the plan. On return the process's `/` is the container's root.
+pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
+    // The host's /dev/null, checked by descriptor: masking binds *this* inode, so a
+    // /dev/null swapped for a symlink in the rootfs cannot redirect the mount.
+    let null = open_host_null()?;
+    let rootfs = &env.bundle.rootfs;
+    let mut root: Option<OwnedFd> = None;
+    let mounts = env.bundle.spec.mounts().as_deref().unwrap_or_default();
+    let sysctls: Vec<(String, String)> = env
+        .bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().clone())
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    for step in steps {
+        crate::debug!("rootfs step {step:?}");
+        let root_fd = || -> Result<BorrowedFd<'_>> {
+            root.as_ref()
+                .map(|r| r.as_fd())
+                .ok_or_else(|| Error::Init("rootfs used before it was bound".into()))
+        };
+        match step {
+            Step::IsolatePropagation(p) => {
+                mount_api::set_propagation_path(Path::new("/"), *p, true)
+                    .step("isolating mount propagation")?
+            }
+            Step::BindRootfs => {
+                mount_api::bind_self(rootfs).step("binding the rootfs")?;
+                root = Some(openat2(
+                    None,
+                    rootfs,
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                    Resolve::default(),
+                )?);
+            }
+            Step::Mount(i) => {
+                let m = &mounts[*i];
+                let menv = mounts::MountEnv {
+                    root: root_fd()?,
+                    bundle: &env.bundle.dir,
+                    in_userns: env.in_userns,
+                    new_cgroupns: env.new_cgroupns,
+                    cgroup_dir: env.cgroup_dir,
+                };
+                mounts::mount_entry(&menv, m)
+                    .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
+            }
+            Step::Device(node) => devices::create(root_fd()?, node, env.in_userns)?,
+            Step::DevLinks => devices::create_links(root_fd()?)?,
+            Step::Sysctls => crate::sysctl::apply(root_fd()?, &sysctls)?,
+            Step::ReadonlyPath(p) => readonly_path(root_fd()?, p)
+                .step_with(|| format!("read-only path {}", p.display()))?,
+            Step::MaskPath(p) => {
+                mask_path(root_fd()?, p, &null).step_with(|| format!("masking {}", p.display()))?
+            }
+            Step::PivotRoot => mount_api::pivot_into(root_fd()?).step("pivot_root")?,
+            Step::MoveRoot => mount_api::move_root(root_fd()?).step("moving the rootfs to /")?,
+            Step::RootPropagation(p, recursive) => {
+                mount_api::set_propagation_path(Path::new("/"), *p, *recursive)
+                    .step("linux.rootfsPropagation")?
+            }
+            Step::ReadonlyRoot => {
+                let slash = openat2(None, Path::new("/"), libc::O_PATH, 0, Resolve::default())?;
+                set_attr(
+                    slash.as_fd(),
+                    SetAttr {
+                        set: attr::RDONLY,
+                        ..Default::default()
+                    },
+                    Path::new("/"),
+                )
+                .step("making the root read-only")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_host_null() -> Result<OwnedFd> {
+    let null = openat2(
+        None,
+        Path::new("/dev/null"),
+        libc::O_PATH,
+        0,
+        Resolve {
+            no_symlinks: true,
+            ..Default::default()
+        },
+    )?;
+    let st = nix::sys::stat::fstat(null.as_fd())
+        .map_err(|e| crate::sys::SysError::new("fstat", "/dev/null", e))?;
+    let is_null = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && nix::sys::stat::major(st.st_rdev) == 1
+        && nix::sys::stat::minor(st.st_rdev) == 3;
+    if !is_null {
+        return Err(Error::Unsupported(
+            "the host's /dev/null is not the null device".into(),
+        ));
+    }
+    Ok(null)
+}
+
+/// Binds a path onto itself read-only (plus nosuid, nodev, noexec, as runc does).
+fn readonly_path(root: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let target = match open_in_root(root, path) {
+        Err(e) if e.errno == Errno::ENOENT => return Ok(()),
+        other => other?,
+    };
+    let tree = clone_tree(Some(target.as_fd()), Path::new(""), true)?;
+    let change = SetAttr {
+        set: attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC,
+        recursive: true,
+        ..Default::default()
+    };
+    set_attr(tree.as_fd(), change, path)?;
+    attach(tree.as_fd(), target.as_fd(), path)?;
+    Ok(())
+}
+
+/// Hides a path: an empty read-only tmpfs over a directory, the null device over a file.
+fn mask_path(root: BorrowedFd<'_>, path: &Path, null: &OwnedFd) -> Result<()> {
+    let target = match open_in_root(root, path) {
+        Err(e) if e.errno == Errno::ENOENT => return Ok(()),
+        other => other?,
+    };
+    let cover = if paths::is_dir(target.as_fd())? {
+        let ctx = FsContext::open("tmpfs")?;
+        ctx.set("size", Some("0"))?;
+        ctx.mount(attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC)?
+    } else {
+        clone_tree(Some(null.as_fd()), Path::new(""), false)?
+    };
+    attach(cover.as_fd(), target.as_fd(), path)?;
+    Ok(())
+}
+
+/// Creates the file `/dev/console` and binds the terminal's pty onto it.
+pub fn bind_console(pty_path: &Path) -> Result<()> {
+    let slash = openat2(
+        None,
+        Path::new("/"),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        Resolve::default(),
+    )?;
+    let target = paths::ensure_in_root(slash.as_fd(), Path::new("/dev/console"), Kind::File)?;
+    let tree = clone_tree(None, pty_path, false)?;
+    attach(tree.as_fd(), target.as_fd(), Path::new("/dev/console")).step("binding /dev/console")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: serde_json::Value) -> Bundle {
+        let spec = crate::spec::parse(&config.to_string()).unwrap();
+        Bundle {
+            dir: "/b".into(),
+            spec,
+            rootfs: "/b/rootfs".into(),
+        }
+    }
+
+    #[test]
+    fn the_default_config_plans_in_runc_order() {
+        let b = bundle(crate::spec::default_config());
+        let env = Env {
+            bundle: &b,
+            in_userns: false,
+            new_cgroupns: true,
+            cgroup_dir: None,
+            no_pivot: false,
+        };
+        let steps = plan(&env).unwrap();
+        assert_eq!(steps[0], Step::IsolatePropagation(Propagation::Slave));
+        assert_eq!(steps[1], Step::BindRootfs);
+        assert_eq!(steps[2], Step::Mount(0));
+        let pos = |s: &Step| steps.iter().position(|x| x == s).unwrap();
+        assert!(pos(&Step::Mount(6)) < pos(&Step::DevLinks));
+        assert!(
+            pos(&Step::ReadonlyPath("/proc/sys".into()))
+                < pos(&Step::MaskPath("/proc/kcore".into()))
+        );
+        assert!(pos(&Step::MaskPath("/proc/scsi".into())) < pos(&Step::PivotRoot));
+        assert_eq!(steps.last(), Some(&Step::ReadonlyRoot));
+    }
+
+    #[test]
+    fn host_dev_bind_skips_device_creation_and_no_pivot_moves() {
+        let mut config = crate::spec::default_config();
+        config["mounts"][1] = serde_json::json!({"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"]});
+        config["linux"]["rootfsPropagation"] = "rshared".into();
+        let b = bundle(config);
+        let env = Env {
+            bundle: &b,
+            in_userns: false,
+            new_cgroupns: true,
+            cgroup_dir: None,
+            no_pivot: true,
+        };
+        let steps = plan(&env).unwrap();
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::Device(_) | Step::DevLinks)));
+        assert!(steps.contains(&Step::MoveRoot));
+        assert_eq!(steps[0], Step::IsolatePropagation(Propagation::Slave));
+        assert!(steps.contains(&Step::RootPropagation(Propagation::Shared, true)));
+    }
+}
