@@ -1,1 +1,280 @@
-//! Test harness: see tests/README.md
+//! Harness for the integration tests: real containers, run as root, on the real kernel.
+//!
+//! Each test makes its own bundle (a copy of the busybox rootfs plus a config.json based
+//! on `left4me-runtime spec`) and its own `--root` state directory, so tests run in
+//! parallel without seeing each other. Everything is removed when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The runtime binary under test (`LEFT4ME_RUNTIME_BIN`, else target/debug).
+pub fn runtime_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LEFT4ME_RUNTIME_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let bin = target.join("debug/left4me-runtime");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build` first (hack/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when the tests can run containers; tests return early (and say so) otherwise.
+pub fn can_run() -> bool {
+    if !nix_is_root() {
+        eprintln!("skipped: integration tests need root");
+        return false;
+    }
+    true
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Where tests put bundles and state: `LEFT4ME_SCRATCH` (a tmpfs in the VM) or /tmp.
+pub fn scratch() -> PathBuf {
+    std::env::var_os("LEFT4ME_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("l4m-tests")
+}
+
+/// The busybox rootfs, built once per machine by images/busybox/build.sh.
+pub fn busybox_rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            // Prebuilt (hack/test builds it once; the VM reuses the host's).
+            if let Some(dir) = std::env::var_os("LEFT4ME_BUSYBOX_ROOTFS").map(PathBuf::from) {
+                if dir.join("bin/busybox").exists() {
+                    return dir;
+                }
+            }
+            let out = workspace().join("images/out/busybox");
+            let status = Command::new(workspace().join("images/busybox/build.sh"))
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .expect("running images/busybox/build.sh");
+            assert!(status.success(), "building the busybox rootfs failed");
+            out
+        })
+        .clone()
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A bundle directory with its own rootfs copy and a config.json to edit.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub config: Value,
+}
+
+impl Bundle {
+    /// runc's default config, with `terminal: false` and the given command.
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = scratch().join(unique("bundle"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying the rootfs");
+        let out = Command::new(runtime_bin())
+            .args(["spec", "--bundle"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(&text).unwrap();
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        let b = Bundle { dir, config };
+        b.save();
+        b
+    }
+
+    /// A `sh -c SCRIPT` bundle.
+    pub fn shell(script: &str) -> Bundle {
+        Bundle::new(&["sh", "-c", script])
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Writes the (edited) config back.
+    pub fn save(&self) {
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Edits the config and saves it.
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) -> &mut Self {
+        f(&mut self.config);
+        self.save();
+        self
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A runtime with its own state directory. Deletes its containers when dropped.
+pub struct Runtime {
+    pub root: PathBuf,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Runtime {
+        Runtime {
+            root: scratch().join(unique("root")),
+        }
+    }
+
+    /// A command for the runtime binary with `--root` set.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.arg("--root").arg(&self.root);
+        cmd
+    }
+
+    /// Runs the runtime with `args`, capturing output (stdin is /dev/null).
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawning the runtime")
+    }
+
+    /// `run --bundle DIR ID` in the foreground.
+    pub fn run(&self, bundle: &Bundle, id: &str) -> Output {
+        let dir = bundle.dir.to_str().unwrap();
+        self.cmd(&["run", "--bundle", dir, id])
+    }
+
+    pub fn create(&self, bundle: &Bundle, id: &str) -> Output {
+        let dir = bundle.dir.to_str().unwrap();
+        self.cmd(&["create", "--bundle", dir, id])
+    }
+
+    /// The `status` field of `state ID`, or None if the command failed.
+    pub fn status(&self, id: &str) -> Option<String> {
+        self.state(id)
+            .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub fn state(&self, id: &str) -> Option<Value> {
+        let out = self.cmd(&["state", id]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("state prints JSON"))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if let Some(id) = e.file_name().to_str() {
+                    let _ = self.cmd(&["delete", "--force", id]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "expected success, got {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// Asserts failure with a one-line error that contains `needle`; returns stderr.
+#[track_caller]
+pub fn fails_with(out: &Output, needle: &str) -> String {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success\nstdout: {}",
+        stdout(out)
+    );
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err}"
+    );
+    err
+}
+
+/// Mount points of the host's mount namespace (field 5 of /proc/self/mountinfo).
+pub fn host_mount_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
+}

@@ -50,6 +50,18 @@ pub fn open_file_in_root(
 /// Opens `path` inside `root`, creating it (and missing parent directories, mode 0755)
 /// as `kind` if it does not exist. Returns an `O_PATH` descriptor of the target.
 pub fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<OwnedFd> {
+    ensure_following(root, path, kind, 0)
+}
+
+/// Symlinks followed while creating one path (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+fn ensure_following(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    kind: Kind,
+    links: usize,
+) -> Result<OwnedFd> {
     match open_in_root(root, path) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.errno == Errno::ENOENT => {}
@@ -84,7 +96,12 @@ pub fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<O
                 Mode::from_bits_truncate(0o644),
             );
             match created {
-                Ok(_) | Err(Errno::EEXIST) => {}
+                Ok(_) => {}
+                Err(Errno::EEXIST) => {
+                    if let Some(next) = dangling_target(dir_fd, name, &prefix, &rel, i) {
+                        return follow(root, &next, kind, links, path);
+                    }
+                }
                 Err(e) => {
                     return Err(SysError::new("create", prefix.display(), e))
                         .step("creating mount target")
@@ -92,7 +109,13 @@ pub fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<O
             }
         } else {
             match nix::sys::stat::mkdirat(dir_fd, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    // A dangling symlink: create what it points to, inside the root.
+                    if let Some(next) = dangling_target(dir_fd, name, &prefix, &rel, i) {
+                        return follow(root, &next, kind, links, path);
+                    }
+                }
                 Err(e) => {
                     return Err(SysError::new("mkdir", prefix.display(), e))
                         .step("creating mount target")
@@ -102,6 +125,37 @@ pub fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<O
         parent = Some(open_in_root(root, &prefix)?);
     }
     Ok(parent.expect("a non-empty path has a last component"))
+}
+
+/// If `name` (the `index`th component of `rel`) is a symlink, the path to create instead:
+/// its target (absolute targets are taken from the container's root) plus the rest.
+fn dangling_target(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    prefix: &Path,
+    rel: &Path,
+    index: usize,
+) -> Option<PathBuf> {
+    let target = PathBuf::from(nix::fcntl::readlinkat(dir, name).ok()?);
+    let base = match target.is_absolute() {
+        true => PathBuf::from("/"),
+        false => Path::new("/").join(prefix.parent().unwrap_or(Path::new(""))),
+    };
+    let rest: PathBuf = rel.components().skip(index + 1).collect();
+    Some(base.join(target).join(rest))
+}
+
+fn follow(
+    root: BorrowedFd<'_>,
+    next: &Path,
+    kind: Kind,
+    links: usize,
+    original: &Path,
+) -> Result<OwnedFd> {
+    if links >= MAX_LINKS {
+        return Err(SysError::new("mkdir", original.display(), Errno::ELOOP).into());
+    }
+    ensure_following(root, next, kind, links + 1)
 }
 
 /// True when `fd` is a directory.

@@ -1,0 +1,89 @@
+//! The OCI lifecycle, observed through the CLI: states, exit codes, idempotent delete.
+
+use left4me_runtime_tests::*;
+
+#[test]
+fn run_returns_the_container_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::shell("echo hello; exit 42");
+    let out = rt.run(&b, "exit42");
+    assert_eq!(out.status.code(), Some(42), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    // run deletes the container afterwards.
+    assert!(rt.state("exit42").is_none());
+}
+
+#[test]
+fn run_reports_death_by_signal_as_128_plus_n() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::shell("kill -USR1 $$; sleep 5");
+    assert_eq!(rt.run(&b, "sig").status.code(), Some(128 + 10));
+}
+
+#[test]
+fn create_start_state_kill_delete_walk_the_oci_states() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::shell("trap 'exit 0' TERM; while true; do sleep 0.1; done");
+    ok(&rt.create(&b, "walk"));
+    let state = rt.state("walk").unwrap();
+    assert_eq!(state["status"], "created");
+    let pid = state["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(state["bundle"], b.dir.to_str().unwrap());
+    assert_eq!(state["id"], "walk");
+    // The process waits in the runtime before exec: its command line is still ours.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("create"));
+    ok(&rt.cmd(&["start", "walk"]));
+    assert_eq!(rt.status("walk").as_deref(), Some("running"));
+    fails_with(&rt.cmd(&["start", "walk"]), "running");
+    fails_with(&rt.cmd(&["delete", "walk"]), "running");
+    ok(&rt.cmd(&["kill", "walk", "TERM"]));
+    for _ in 0..100 {
+        if rt.status("walk").as_deref() == Some("stopped") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(rt.status("walk").as_deref(), Some("stopped"));
+    fails_with(&rt.cmd(&["kill", "walk", "TERM"]), "stopped");
+    ok(&rt.cmd(&["delete", "walk"]));
+    fails_with(&rt.cmd(&["state", "walk"]), "does not exist");
+}
+
+#[test]
+fn delete_force_is_idempotent() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    ok(&rt.cmd(&["delete", "--force", "never-existed"]));
+    fails_with(&rt.cmd(&["delete", "never-existed"]), "does not exist");
+    let b = Bundle::shell("sleep 60");
+    ok(&rt.create(&b, "twice"));
+    ok(&rt.cmd(&["start", "twice"]));
+    ok(&rt.cmd(&["delete", "--force", "twice"]));
+    ok(&rt.cmd(&["delete", "--force", "twice"]));
+    assert!(rt.state("twice").is_none());
+}
+
+#[test]
+fn same_id_twice_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::shell("sleep 60");
+    ok(&rt.create(&b, "dup"));
+    fails_with(&rt.create(&b, "dup"), "already exists");
+    assert_eq!(rt.status("dup").as_deref(), Some("created"));
+}
