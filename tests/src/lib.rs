@@ -186,12 +186,13 @@ impl Runtime {
     }
 
     /// Runs the runtime with `args`, capturing output (stdin is /dev/null).
+    ///
+    /// Output goes through files, not pipes: after `create` or `run --detach` the
+    /// container keeps the runtime's stdio, so a pipe would never reach EOF.
     pub fn cmd(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawning the runtime")
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_captured(&mut cmd)
     }
 
     /// `run --bundle DIR ID` in the foreground.
@@ -229,6 +230,32 @@ impl Drop for Runtime {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Runs `cmd` with stdin from /dev/null and stdout/stderr captured through unlinked
+/// temporary files, returning once the command itself exits.
+pub fn run_captured(cmd: &mut Command) -> Output {
+    let dir = scratch();
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(unique("out"));
+    let out_file = std::fs::File::create(&path).unwrap();
+    let err_path = dir.join(unique("err"));
+    let err_file = std::fs::File::create(&err_path).unwrap();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out_file)
+        .stderr(err_file)
+        .status()
+        .expect("spawning the runtime");
+    let stdout = std::fs::read(&path).unwrap();
+    let stderr = std::fs::read(&err_path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&err_path);
+    Output {
+        status,
+        stdout,
+        stderr,
     }
 }
 
@@ -277,4 +304,16 @@ pub fn host_mount_count() -> usize {
         .unwrap()
         .lines()
         .count()
+}
+
+/// Polls `cond` every 20 ms for up to 10 s; panics if it never holds.
+#[track_caller]
+pub fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("condition not reached within 10 s");
 }
