@@ -213,6 +213,40 @@ pub fn set_attr(mount: BorrowedFd<'_>, change: SetAttr, what: &Path) -> SysResul
     check(ret, "mount_setattr", what.display()).map(|_| ())
 }
 
+/// Idmaps the detached mount `mount` (recursively when asked) with the ID mappings of the
+/// user namespace `userns`: a file owned by id `i` on disk appears owned by whatever `i`
+/// maps to in `userns`. Needs CAP_SYS_ADMIN in the initial user namespace.
+pub fn idmap(
+    mount: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+    what: &Path,
+) -> SysResult<()> {
+    let raw = MountAttrRaw {
+        attr_set: attr::IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    let empty = c"";
+    // SAFETY: raw outlives the call and its size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &raw as *const MountAttrRaw,
+            std::mem::size_of::<MountAttrRaw>(),
+        )
+    };
+    check(ret, "mount_setattr(idmap)", what.display()).map(|_| ())
+}
+
 /// Changes the propagation of the mount at `path` with legacy `mount(2)` (used on `/`,
 /// which has no descriptor-based equivalent before the rootfs is opened).
 pub fn set_propagation_path(
