@@ -113,7 +113,10 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
     crate::process::become_user(process)?;
     crate::process::enter_cwd(process.cwd())?;
     let args_v = process.args().clone().unwrap_or_default();
-    let mut env_v = process.env().clone().unwrap_or_default();
+    let mut env_v = crate::process::env_with_home(
+        process.env().clone().unwrap_or_default(),
+        process.user().uid(),
+    );
     if let Some(n) = listen_fds() {
         env_v.retain(|v| !v.starts_with("LISTEN_FDS=") && !v.starts_with("LISTEN_PID="));
         env_v.push(format!("LISTEN_FDS={n}"));

@@ -70,7 +70,7 @@ fn rlimit_resource(t: PosixRlimitType) -> Resource {
 }
 
 /// Everything that needs the runtime's privileges and is about the process itself:
-/// rlimits, scheduler, I/O priority, initial CPU affinity, personality.
+/// rlimits, scheduler, I/O priority, personality.
 pub fn apply_limits(process: &Process, personality: Option<&LinuxPersonality>) -> Result<()> {
     for limit in process.rlimits().iter().flatten() {
         setrlimit(rlimit_resource(limit.typ()), limit.soft(), limit.hard())
@@ -78,8 +78,11 @@ pub fn apply_limits(process: &Process, personality: Option<&LinuxPersonality>) -
                 SysError::new(
                     "setrlimit",
                     format!(
-                        "{:?} soft {} hard {}",
-                        limit.typ(),
+                        "{} soft {} hard {}",
+                        serde_json::to_value(limit.typ())
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| format!("{:?}", limit.typ())),
                         limit.soft(),
                         limit.hard()
                     ),
@@ -130,15 +133,6 @@ pub fn apply_limits(process: &Process, personality: Option<&LinuxPersonality>) -
             .map_err(|_| Error::config("process.ioPriority.priority", "must be 0-7"))?;
         ioprio_set(class, level).step("process.ioPriority")?;
     }
-    if let Some(initial) = process
-        .exec_cpu_affinity()
-        .as_ref()
-        .and_then(|a| a.initial().as_deref())
-    {
-        let cpus = parse_cpu_list(initial)
-            .map_err(|m| Error::config("process.execCPUAffinity.initial", m))?;
-        set_affinity(&cpus).step("process.execCPUAffinity.initial")?;
-    }
     if let Some(p) = personality {
         let persona = match p.domain() {
             LinuxPersonalityDomain::PerLinux => nix::sys::personality::Persona::empty(),
@@ -156,6 +150,56 @@ pub fn apply_limits(process: &Process, personality: Option<&LinuxPersonality>) -
             .map_err(|e| SysError::new("personality", format!("{:?}", p.domain()), e))?;
     }
     Ok(())
+}
+
+/// When `execCPUAffinity` applies to an exec'd process: `initial` as soon as it exists,
+/// `final` once it is in the container's cgroup, right before the exec. (Like runc,
+/// neither applies to the container's init: its affinity is the cgroup's.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinityStage {
+    Initial,
+    Final,
+}
+
+pub fn apply_exec_affinity(process: &Process, stage: AffinityStage) -> Result<()> {
+    let Some(affinity) = process.exec_cpu_affinity() else {
+        return Ok(());
+    };
+    let (list, field) = match stage {
+        AffinityStage::Initial => (affinity.initial(), "process.execCPUAffinity.initial"),
+        AffinityStage::Final => (
+            affinity.cpu_affinity_final(),
+            "process.execCPUAffinity.final",
+        ),
+    };
+    let Some(list) = list.as_deref() else {
+        return Ok(());
+    };
+    let cpus = parse_cpu_list(list).map_err(|m| Error::config(field, m))?;
+    set_affinity(&cpus).step(field)?;
+    Ok(())
+}
+
+/// `env` with `HOME` added from the container's /etc/passwd when it is missing (runc's
+/// rule; `/` when the user has no entry). Call with `/` being the container's root.
+pub fn env_with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
+    if env.iter().any(|v| v.starts_with("HOME=")) {
+        return env;
+    }
+    let home = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| home_in_passwd(&text, uid))
+        .unwrap_or_else(|| "/".to_string());
+    env.push(format!("HOME={home}"));
+    env
+}
+
+fn home_in_passwd(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid) && !fields[5].is_empty())
+            .then(|| fields[5].to_string())
+    })
 }
 
 /// Switches to the configured user and capability sets.
@@ -300,6 +344,16 @@ mod tests {
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
         assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn home_comes_from_the_matching_passwd_entry() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nbad\n";
+        assert_eq!(home_in_passwd(passwd, 1000).as_deref(), Some("/home/user"));
+        assert_eq!(home_in_passwd(passwd, 0).as_deref(), Some("/root"));
+        assert_eq!(home_in_passwd(passwd, 5), None);
+        let env = vec!["HOME=/x".to_string()];
+        assert_eq!(env_with_home(env.clone(), 0), env);
     }
 
     #[test]

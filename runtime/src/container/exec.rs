@@ -12,6 +12,7 @@ use oci_spec::runtime::{Process, Spec};
 use super::{require, Paths};
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, IoContext, Result};
+use crate::process::AffinityStage;
 use crate::state::{self, Status};
 use crate::sync::{self, Message};
 use crate::sys::process::{exit_child, fork_with, pidfd_open, setns_pidfd, Forked};
@@ -36,6 +37,11 @@ pub fn build_process(spec: &Spec, opts: &ExecOptions) -> Result<Process> {
         let text = std::fs::read_to_string(path).at(path)?;
         let mut value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(path.display().to_string(), e))?;
+        // runc accepts a process without `user` (root).
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("user")
+                .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        }
         // Reuse config.json's capability filtering by wrapping the process.
         let wrapped = serde_json::json!({"ociVersion": "1.0.0", "process": value.take()});
         let spec = crate::spec::parse(&wrapped.to_string())?;
@@ -182,6 +188,7 @@ fn run_child(
     preserve_fds: u32,
 ) -> Error {
     let result = (|| -> Result<(PathBuf, Vec<String>, Vec<String>)> {
+        crate::process::apply_exec_affinity(process, AffinityStage::Initial)?;
         if let Some(sock) = &console {
             let size = process
                 .console_size()
@@ -193,8 +200,12 @@ fn run_child(
         crate::process::become_user(process)?;
         crate::process::enter_cwd(process.cwd())?;
         let args = process.args().clone().unwrap_or_default();
-        let env = process.env().clone().unwrap_or_default();
+        let env = crate::process::env_with_home(
+            process.env().clone().unwrap_or_default(),
+            process.user().uid(),
+        );
         let program = crate::process::find_program(&args[0], &env)?;
+        crate::process::apply_exec_affinity(process, AffinityStage::Final)?;
         Ok((program, args, env))
     })();
     match result {

@@ -80,10 +80,7 @@ pub fn build(stack: &Stack, owner: Owner) -> Result<OwnedFd> {
 
 /// A detached mount of one layer: an idmapped clone when the layer has mappings, else a
 /// plain clone (so a layer renamed on the host after validation changes nothing).
-fn layer_mount(
-    layer: &Layer,
-    namespaces: &mut NamespaceCache,
-) -> Result<OwnedFd> {
+fn layer_mount(layer: &Layer, namespaces: &mut NamespaceCache) -> Result<OwnedFd> {
     let tree = clone_tree(Some(layer.fd.as_fd()), Path::new(""), true)?;
     if let (Some(uids), Some(gids)) = (&layer.uid_mappings, &layer.gid_mappings) {
         let key = (uids.clone(), gids.clone());

@@ -33,6 +33,8 @@ pub enum Step {
     Sysctls,
     ReadonlyPath(PathBuf),
     MaskPath(PathBuf),
+    /// `process.cwd` created (0755, like runc) if missing, while the root is writable.
+    EnsureCwd(PathBuf),
     PivotRoot,
     /// `--no-pivot`: move the rootfs over `/` and chroot.
     MoveRoot,
@@ -128,6 +130,9 @@ pub fn plan(env: &Env<'_>) -> Result<Vec<Step>> {
     {
         steps.push(MaskPath(PathBuf::from(p)));
     }
+    if let Some(process) = spec.process() {
+        steps.push(EnsureCwd(process.cwd().clone()));
+    }
     steps.push(if env.no_pivot { MoveRoot } else { PivotRoot });
     if let Some((p, recursive)) = propagation {
         steps.push(RootPropagation(p, recursive));
@@ -199,6 +204,10 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                 .step_with(|| format!("read-only path {}", p.display()))?,
             Step::MaskPath(p) => {
                 mask_path(root_fd()?, p, &null).step_with(|| format!("masking {}", p.display()))?
+            }
+            Step::EnsureCwd(cwd) => {
+                paths::ensure_in_root(root_fd()?, cwd, Kind::Dir)
+                    .step_with(|| format!("process.cwd {}", cwd.display()))?;
             }
             Step::PivotRoot => mount_api::pivot_into(root_fd()?).step("pivot_root")?,
             Step::MoveRoot => mount_api::move_root(root_fd()?).step("moving the rootfs to /")?,
