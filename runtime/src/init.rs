@@ -29,6 +29,8 @@ pub struct InitArgs<'a> {
     pub cgroup_dir: Option<PathBuf>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    /// Mounts the runtime built for init to attach.
+    pub prepared: &'a rootfs::Prepared,
 }
 
 /// The program to exec, resolved during setup so that "not found" fails `create`.
@@ -95,6 +97,7 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         new_cgroupns: args.plan.new_cgroup,
         cgroup_dir: args.cgroup_dir.as_deref(),
         no_pivot: args.no_pivot,
+        prepared: args.prepared,
     };
     let steps = rootfs::plan(&env)?;
     rootfs::setup(&env, &steps).step("preparing the rootfs")?;

@@ -24,6 +24,8 @@ pub struct Bundle {
     pub spec: Spec,
     /// The rootfs, absolute.
     pub rootfs: PathBuf,
+    /// The `left4me.layers` extension: the rootfs is an overlay of these layers.
+    pub layers: Option<crate::layers::LayersConfig>,
 }
 
 impl Bundle {
@@ -47,7 +49,14 @@ impl Bundle {
         } else {
             dir.join(root.path())
         };
-        let bundle = Bundle { dir, spec, rootfs };
+        let raw: Value = serde_json::from_str(&text).map_err(|e| Error::config("(json)", e))?;
+        let layers = crate::layers::LayersConfig::from_config(&raw)?;
+        let bundle = Bundle {
+            dir,
+            spec,
+            rootfs,
+            layers,
+        };
         validate(&bundle)?;
         Ok(bundle)
     }

@@ -45,6 +45,13 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     let bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let plan = Plan::from_spec(linux)?;
+    // Every layer reference is checked and opened before anything exists.
+    let stack = bundle
+        .layers
+        .as_ref()
+        .map(|l| crate::layers::resolve(l, &bundle.dir))
+        .transpose()
+        .step("checking the layers")?;
     let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     if terminal && opts.console_socket.is_none() && !opts.own_console {
         return Err(Error::Usage(
@@ -61,7 +68,15 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         cgroup: None,
         init: None,
     };
-    match build(&dir, id, &bundle, &plan, opts, terminal, &mut undo) {
+    let request = Request {
+        id,
+        bundle: &bundle,
+        stack: stack.as_ref(),
+        plan: &plan,
+        opts,
+        terminal,
+    };
+    match build(&dir, &request, &mut undo) {
         Ok(created) => Ok(created),
         Err(e) => {
             undo.run();
@@ -91,15 +106,25 @@ impl Undo {
     }
 }
 
-fn build(
-    dir: &StateDir,
-    id: &str,
-    bundle: &Bundle,
-    plan: &Plan,
-    opts: &CreateOptions,
+/// Everything `create` checked before claiming the id.
+struct Request<'a> {
+    id: &'a str,
+    bundle: &'a Bundle,
+    stack: Option<&'a crate::layers::Stack>,
+    plan: &'a Plan,
+    opts: &'a CreateOptions,
     terminal: bool,
-    undo: &mut Undo,
-) -> Result<Created> {
+}
+
+fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Created> {
+    let Request {
+        id,
+        bundle,
+        stack,
+        plan,
+        opts,
+        terminal,
+    } = *request;
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let cgroup_dir = match cgroups::hierarchy() {
         Some(mount) => Some(cgroups::resolve(
@@ -145,6 +170,7 @@ fn build(
     let (parent_ch, child_ch) = sync::pair()?;
     let cgroup_fd = undo.cgroup.as_ref().map(Cgroup::open).transpose()?;
     let listen = init::listen_fds().unwrap_or(0);
+    let prepared = crate::rootfs::prepare(bundle, stack, upper_owner(bundle))?;
     let spawn = |child_ch: sync::Channel| {
         init::run(InitArgs {
             bundle,
@@ -155,6 +181,7 @@ fn build(
             cgroup_dir: undo.cgroup.as_ref().map(|c| c.dir.clone()),
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds + listen,
+            prepared: &prepared,
         })
     };
     let pid = spawn_init(plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;
@@ -267,6 +294,17 @@ fn spawn_init(
                 other => Err(Error::Init(format!("stage-1 child failed ({other:?})"))),
             }
         }
+    }
+}
+
+/// The host ids of the container's process user: a new upper layer belongs to them.
+fn upper_owner(bundle: &Bundle) -> crate::layers::overlay::Owner {
+    let linux = bundle.spec.linux().as_ref();
+    let user = bundle.spec.process().as_ref().map(|p| p.user());
+    let (uid, gid) = user.map_or((0, 0), |u| (u.uid(), u.gid()));
+    crate::layers::overlay::Owner {
+        uid: namespaces::to_host(uid, linux.and_then(|l| l.uid_mappings().as_ref())).unwrap_or(uid),
+        gid: namespaces::to_host(gid, linux.and_then(|l| l.gid_mappings().as_ref())).unwrap_or(gid),
     }
 }
 

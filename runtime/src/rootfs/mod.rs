@@ -26,6 +26,8 @@ pub enum Step {
     IsolatePropagation(Propagation),
     /// Bind the rootfs onto itself: pivot_root needs a mount point.
     BindRootfs,
+    /// Attach the layered root (the overlay the runtime built detached) at `root.path`.
+    AttachLayeredRoot,
     /// `mounts[i]`.
     Mount(usize),
     Device(Node),
@@ -50,6 +52,55 @@ pub struct Env<'a> {
     pub new_cgroupns: bool,
     pub cgroup_dir: Option<&'a Path>,
     pub no_pivot: bool,
+    pub prepared: &'a Prepared,
+}
+
+/// Mounts the runtime builds detached, on the host, before init exists: they need
+/// privileges init may not have (CAP_SYS_ADMIN in the initial user namespace for
+/// idmapping). Init inherits the descriptors and attaches them in its own mount
+/// namespace, so they never appear in the host's mount table.
+#[derive(Default)]
+pub struct Prepared {
+    /// The merged view of `left4me.layers`.
+    pub root: Option<OwnedFd>,
+    /// Idmapped bind mounts, by `mounts[]` index.
+    pub idmapped: Vec<(usize, OwnedFd)>,
+}
+
+impl Prepared {
+    fn idmapped(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        self.idmapped
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, fd)| fd.as_fd())
+    }
+}
+
+/// Builds the [`Prepared`] mounts of a bundle (runtime side, host namespaces).
+/// `owner` is the host uid/gid that a newly created upper layer gets.
+pub fn prepare(
+    bundle: &Bundle,
+    stack: Option<&crate::layers::Stack>,
+    owner: crate::layers::overlay::Owner,
+) -> Result<Prepared> {
+    let root = stack
+        .map(|s| crate::layers::overlay::build(s, owner))
+        .transpose()
+        .step("building the layered root")?;
+    let mut idmapped = Vec::new();
+    for (i, m) in bundle
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, m)| m.uid_mappings().is_some() || m.gid_mappings().is_some())
+    {
+        let fd = mounts::prepare_idmapped(&bundle.dir, m)
+            .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
+        idmapped.push((i, fd));
+    }
+    Ok(Prepared { root, idmapped })
 }
 
 pub fn parse_root_propagation(value: &str) -> Result<(Propagation, bool)> {
@@ -89,7 +140,11 @@ pub fn plan(env: &Env<'_>) -> Result<Vec<Step>> {
             Some((Propagation::Private, _)) => Propagation::Private,
             _ => Propagation::Slave,
         }),
-        BindRootfs,
+        if env.prepared.root.is_some() {
+            AttachLayeredRoot
+        } else {
+            BindRootfs
+        },
     ];
     use Step::*;
     steps.extend((0..mounts.len()).map(Mount));
@@ -185,6 +240,27 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                     Resolve::default(),
                 )?);
             }
+            Step::AttachLayeredRoot => {
+                let merged = env
+                    .prepared
+                    .root
+                    .as_ref()
+                    .ok_or_else(|| Error::Init("no layered root was prepared".into()))?;
+                let open_rootfs = || {
+                    openat2(
+                        None,
+                        rootfs,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                        Resolve::default(),
+                    )
+                };
+                let mount_point = open_rootfs()?;
+                attach(merged.as_fd(), mount_point.as_fd(), rootfs)
+                    .step("attaching the layered root")?;
+                // Opened again: the path now leads to the overlay's root.
+                root = Some(open_rootfs()?);
+            }
             Step::Mount(i) => {
                 let m = &mounts[*i];
                 let menv = mounts::MountEnv {
@@ -194,7 +270,7 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                     new_cgroupns: env.new_cgroupns,
                     cgroup_dir: env.cgroup_dir,
                 };
-                mounts::mount_entry(&menv, m)
+                mounts::mount_entry(&menv, m, env.prepared.idmapped(*i))
                     .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
             }
             Step::Device(node) => devices::create(root_fd()?, node, env.in_userns)?,
@@ -314,6 +390,7 @@ mod tests {
             dir: "/b".into(),
             spec,
             rootfs: "/b/rootfs".into(),
+            layers: None,
         }
     }
 
@@ -326,6 +403,7 @@ mod tests {
             new_cgroupns: true,
             cgroup_dir: None,
             no_pivot: false,
+            prepared: &Prepared::default(),
         };
         let steps = plan(&env).unwrap();
         assert_eq!(steps[0], Step::IsolatePropagation(Propagation::Slave));
@@ -353,6 +431,7 @@ mod tests {
             new_cgroupns: true,
             cgroup_dir: None,
             no_pivot: true,
+            prepared: &Prepared::default(),
         };
         let steps = plan(&env).unwrap();
         assert!(!steps

@@ -145,20 +145,60 @@ pub struct MountEnv<'a> {
     pub cgroup_dir: Option<&'a Path>,
 }
 
-/// Mounts one `mounts[]` entry at its destination inside the rootfs.
-pub fn mount_entry(env: &MountEnv<'_>, m: &Mount) -> Result<()> {
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(Error::Unsupported(
-            "idmapped mounts (mounts[].uidMappings) are not supported yet".into(),
+/// Runtime side: the detached, idmapped clone of a bind mount's source
+/// (`mounts[].uidMappings`/`gidMappings`, OCI format: on-disk `containerID` appears as
+/// `hostID`). Only bind mounts can be idmapped.
+pub fn prepare_idmapped(bundle: &Path, m: &Mount) -> Result<OwnedFd> {
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let typ = m.typ().as_deref().unwrap_or("bind");
+    if !(opts.bind || typ == "bind") {
+        return Err(Error::config(
+            format!("mounts[{}].uidMappings", m.destination().display()),
+            "only bind mounts can be idmapped",
         ));
     }
+    let (Some(uids), Some(gids)) = (m.uid_mappings(), m.gid_mappings()) else {
+        return Err(Error::config(
+            format!("mounts[{}].uidMappings", m.destination().display()),
+            "an idmapped mount needs both uidMappings and gidMappings",
+        ));
+    };
+    let to_ranges = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| {
+        maps.iter()
+            .map(crate::idmap::IdRange::from)
+            .collect::<Vec<_>>()
+    };
+    let userns = crate::idmap::Userns::with_mappings(&to_ranges(uids), &to_ranges(gids))?;
+    let source = bind_source(bundle, m)?;
+    let tree = clone_tree(None, &source, opts.recursive_bind)
+        .step_with(|| format!("cloning bind source {}", source.display()))?;
+    crate::sys::mount_api::idmap(tree.as_fd(), userns.as_fd(), opts.recursive_bind, &source)
+        .step("idmapping the bind mount")?;
+    Ok(tree)
+}
+
+/// Mounts one `mounts[]` entry at its destination inside the rootfs; `idmapped` is the
+/// runtime's prepared clone for an idmapped bind mount.
+pub fn mount_entry(env: &MountEnv<'_>, m: &Mount, idmapped: Option<BorrowedFd<'_>>) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m
         .typ()
         .as_deref()
         .unwrap_or(if opts.bind { "bind" } else { "" });
     let dest = m.destination();
-    let detached = if opts.bind || typ == "bind" {
+    let detached = if let Some(prepared) = idmapped {
+        let source = bind_source(env.bundle, m)?;
+        let tree = prepared
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("idmapped mount descriptor", e))?;
+        apply_bind_attrs(&tree, &opts, &source)?;
+        tree
+    } else if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        return Err(Error::Init(format!(
+            "mounts[{}]: idmapped mount was not prepared",
+            dest.display()
+        )));
+    } else if opts.bind || typ == "bind" {
         let source = bind_source(env.bundle, m)?;
         let tree = clone_tree(None, &source, opts.recursive_bind)
             .step_with(|| format!("cloning bind source {}", source.display()))?;
