@@ -29,6 +29,8 @@ pub struct InitArgs<'a> {
     pub cgroup_dir: Option<PathBuf>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    /// Socket-activation fds (from 3) passed on with `LISTEN_FDS`; part of `preserve_fds`.
+    pub listen_fds: u32,
     /// Mounts the runtime built for init to attach.
     pub prepared: &'a rootfs::Prepared,
 }
@@ -120,7 +122,8 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         process.env().clone().unwrap_or_default(),
         process.user().uid(),
     );
-    if let Some(n) = listen_fds() {
+    if args.listen_fds > 0 {
+        let n = args.listen_fds;
         env_v.retain(|v| !v.starts_with("LISTEN_FDS=") && !v.starts_with("LISTEN_PID="));
         env_v.push(format!("LISTEN_FDS={n}"));
         env_v.push(format!("LISTEN_PID={}", nix::unistd::getpid()));
@@ -133,9 +136,14 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
     })
 }
 
-/// Socket activation: systemd's `LISTEN_FDS` passes through to the container (the fds
-/// themselves are kept by `--preserve-fds` arithmetic in the caller).
+/// Socket activation: systemd's `LISTEN_FDS`, honoured only when `LISTEN_PID` names
+/// this process (as runc, via go-systemd): a stale pair inherited from a parent passes
+/// nothing. Call in the runtime, before forking.
 pub fn listen_fds() -> Option<u32> {
+    let pid: i32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    if pid != nix::unistd::getpid().as_raw() {
+        return None;
+    }
     std::env::var("LISTEN_FDS")
         .ok()?
         .parse()

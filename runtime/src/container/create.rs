@@ -181,6 +181,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             cgroup_dir: undo.cgroup.as_ref().map(|c| c.dir.clone()),
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds + listen,
+            listen_fds: listen,
             prepared: &prepared,
         })
     };

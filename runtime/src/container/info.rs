@@ -18,11 +18,24 @@ pub fn list(paths: &Paths) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for id in state::list_ids(&paths.root)? {
         match state::read(&paths.root, &id) {
-            Ok(st) => out.push(st.oci_json()),
+            Ok(st) => {
+                let mut v = st.oci_json();
+                v["owner"] = Value::from(owner_name(st.owner));
+                out.push(v)
+            }
             Err(e) => crate::log::warn(&format!("list: {id}: {e}")),
         }
     }
     Ok(out)
+}
+
+/// The user name of `uid` on the host, or `#UID` (runc's `list` owner column).
+fn owner_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("#{uid}"))
 }
 
 /// A table like runc's: `ID PID STATUS BUNDLE CREATED OWNER`.
@@ -39,7 +52,7 @@ pub fn list_table(items: &[Value]) -> String {
             v["status"].as_str().unwrap_or(""),
             v["bundle"].as_str().unwrap_or(""),
             v["created"].as_str().unwrap_or(""),
-            "root"
+            v["owner"].as_str().unwrap_or("")
         ));
     }
     text

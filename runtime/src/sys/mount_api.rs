@@ -271,10 +271,20 @@ pub fn bind_self(path: &Path) -> SysResult<()> {
 
 /// `pivot_root(".", ".")` in `new_root`, then lazily detaches the old root stacked on top.
 pub fn pivot_into(new_root: BorrowedFd<'_>) -> SysResult<()> {
+    use nix::fcntl::OFlag;
+    // The old root, by descriptor: after the pivot, "." must name *it* (stacked on the
+    // new root) for the propagation change, or the change would hit the container's
+    // own tree and undo any shared mounts it asked for.
+    let old_root = nix::fcntl::open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| SysError::new("open", "old root", e))?;
     nix::unistd::fchdir(new_root).map_err(|e| SysError::new("fchdir", "rootfs", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| SysError::new("pivot_root", "rootfs", e))?;
-    // The old root is now mounted on top of the new one at "."; make sure unmounting it
-    // cannot propagate back to the host before detaching it.
+    nix::unistd::fchdir(&old_root).map_err(|e| SysError::new("fchdir", "old root", e))?;
+    // Unmounting the old root must not propagate back to the host.
     set_propagation_path(Path::new("."), Propagation::Slave, true)?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| SysError::new("umount2", "old root", e))?;
