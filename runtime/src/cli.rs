@@ -42,7 +42,21 @@ pub enum ListFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LayersCommand {
+    /// Validate a bundle's left4me.layers and print the stack, top layer first.
+    Check {
+        #[arg(long, short, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The layered root filesystem (left4me.layers).
+    #[command(subcommand)]
+    Layers(LayersCommand),
     /// Write a default config.json (runc's defaults).
     Spec {
         #[arg(long, short, default_value = ".")]
@@ -176,6 +190,7 @@ impl Command {
             Command::Ps { .. } => "ps",
             Command::Exec { .. } => "exec",
             Command::Features => "features",
+            Command::Layers(LayersCommand::Check { .. }) => "layers check",
         }
     }
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use left4me_runtime::cli::{Cli, Command, ListFormat, LogFormat};
+use left4me_runtime::cli::{Cli, Command, LayersCommand, ListFormat, LogFormat};
 use left4me_runtime::container::{create, exec, info, lifecycle, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
 use left4me_runtime::{exe_guard, log};
@@ -155,6 +155,16 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             let (pid, console) = exec::exec(&paths, id, &opts)?;
             if let Some(signals) = signals {
                 return Ok(supervise::supervise(&signals, pid, console)? as u8);
+            }
+        }
+        Command::Layers(LayersCommand::Check { bundle, format }) => {
+            let report = left4me_runtime::layers::report::check(bundle)?;
+            match format {
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("JSON value")
+                ),
+                ListFormat::Table => print!("{}", report.table()),
             }
         }
         Command::Features => println!(

@@ -9,6 +9,7 @@
 //! those descriptors, so what was checked is what gets mounted.
 
 pub mod overlay;
+pub mod report;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
