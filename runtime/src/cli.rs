@@ -22,6 +22,10 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Where automatic user namespaces' UID/GID blocks are recorded (persistent storage:
+    /// a container keeps its block across restarts and reboots).
+    #[arg(long, global = true, default_value = crate::idblocks::DEFAULT_FILE)]
+    pub id_blocks: PathBuf,
     /// Use systemd to manage cgroups (not supported: cgroupfs paths only).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
@@ -53,7 +57,21 @@ pub enum LayersCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UsernsCommand {
+    /// Print the allocated UID/GID blocks (container id, first host id).
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Free a container's block (its upper layer's ownership then means nothing).
+    Release { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Automatic user namespaces (left4me.userns): UID/GID blocks.
+    #[command(subcommand)]
+    Userns(UsernsCommand),
     /// The layered root filesystem (left4me.layers).
     #[command(subcommand)]
     Layers(LayersCommand),
@@ -191,6 +209,8 @@ impl Command {
             Command::Exec { .. } => "exec",
             Command::Features => "features",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
+            Command::Userns(UsernsCommand::List { .. }) => "userns list",
+            Command::Userns(UsernsCommand::Release { .. }) => "userns release",
         }
     }
 

@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use left4me_runtime::cli::{Cli, Command, LayersCommand, ListFormat, LogFormat};
+use left4me_runtime::cli::{Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand};
 use left4me_runtime::container::{create, exec, info, lifecycle, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
+use left4me_runtime::idblocks::{self, Allocator};
 use left4me_runtime::{exe_guard, log};
 
 fn main() -> ExitCode {
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: &Cli) -> Result<u8> {
     let paths = Paths {
         root: cli.root.clone(),
+        id_blocks: cli.id_blocks.clone(),
     };
     if cli.systemd_cgroup && matches!(cli.command, Command::Create { .. } | Command::Run { .. }) {
         return Err(Error::Unsupported(
@@ -165,6 +167,26 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                     serde_json::to_string_pretty(&report).expect("JSON value")
                 ),
                 ListFormat::Table => print!("{}", report.table()),
+            }
+        }
+        Command::Userns(UsernsCommand::List { format }) => {
+            let blocks = Allocator::new(&paths.id_blocks).list()?;
+            match format {
+                ListFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&blocks).expect("JSON value")
+                ),
+                ListFormat::Table => {
+                    println!("{:<32} {:>12} {:>8}", "ID", "HOST START", "SIZE");
+                    for (id, start) in blocks {
+                        println!("{id:<32} {start:>12} {:>8}", idblocks::BLOCK_SIZE);
+                    }
+                }
+            }
+        }
+        Command::Userns(UsernsCommand::Release { id }) => {
+            if !Allocator::new(&paths.id_blocks).release(id)? {
+                log::warn(&format!("userns release: {id} had no block"));
             }
         }
         Command::Features => println!(

@@ -26,9 +26,73 @@ pub struct Bundle {
     pub rootfs: PathBuf,
     /// The `left4me.layers` extension: the rootfs is an overlay of these layers.
     pub layers: Option<crate::layers::LayersConfig>,
+    /// The `left4me.userns` extension: an automatically allocated UID/GID block.
+    pub userns: Option<crate::idblocks::AutoUserns>,
 }
 
 impl Bundle {
+    /// Gives the container the user namespace of an allocated block: container ids
+    /// 0..65535 map onto host ids `start..start+65535`, and layers marked
+    /// `idmapToContainer` are idmapped the same way (on-disk id N appears as container
+    /// id N).
+    pub fn use_id_block(&mut self, start: u32) -> Result<()> {
+        use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder};
+        let linux = self
+            .spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| Error::config("linux", "missing"))?;
+        let has = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            m.as_ref().is_some_and(|m| !m.is_empty())
+        };
+        if has(linux.uid_mappings()) || has(linux.gid_mappings()) {
+            return Err(Error::config(
+                "left4me.userns.auto",
+                "conflicts with explicit linux.uidMappings/gidMappings",
+            ));
+        }
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        if let Some(user) = namespaces
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+        {
+            if user.path().is_some() {
+                return Err(Error::config(
+                    "left4me.userns.auto",
+                    "conflicts with joining a user namespace by path",
+                ));
+            }
+        } else {
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::User)
+                    .build()
+                    .map_err(|e| Error::config("linux.namespaces", e))?,
+            );
+        }
+        linux.set_namespaces(Some(namespaces));
+        let block = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(start)
+            .size(crate::idblocks::BLOCK_SIZE)
+            .build()
+            .map_err(|e| Error::config("linux.uidMappings", e))?;
+        linux.set_uid_mappings(Some(vec![block]));
+        linux.set_gid_mappings(Some(vec![block]));
+        if let Some(layers) = &mut self.layers {
+            let range = crate::idmap::IdRange {
+                from: 0,
+                to: start,
+                size: crate::idblocks::BLOCK_SIZE,
+            };
+            for layer in layers.lower.iter_mut().filter(|l| l.idmap_to_container) {
+                layer.uid_mappings = Some(vec![range]);
+                layer.gid_mappings = Some(vec![range]);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `DIR/config.json`, validates it and resolves the rootfs path.
     pub fn load(dir: &Path) -> Result<Bundle> {
         let dir = std::fs::canonicalize(dir).at(dir)?;
@@ -51,11 +115,13 @@ impl Bundle {
         };
         let raw: Value = serde_json::from_str(&text).map_err(|e| Error::config("(json)", e))?;
         let layers = crate::layers::LayersConfig::from_config(&raw)?;
+        let userns = crate::idblocks::AutoUserns::from_config(&raw)?;
         let bundle = Bundle {
             dir,
             spec,
             rootfs,
             layers,
+            userns,
         };
         validate(&bundle)?;
         Ok(bundle)
@@ -157,7 +223,10 @@ pub fn validate(bundle: &Bundle) -> Result<()> {
             .any(|n| n.typ() == t && n.path().is_none())
     };
     let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
-    if new_ns(LinuxNamespaceType::User) {
+    let auto_userns = bundle.userns.as_ref().is_some_and(|u| u.auto);
+    if auto_userns {
+        // Mappings come from the allocated block (Bundle::use_id_block).
+    } else if new_ns(LinuxNamespaceType::User) {
         let uid = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
         let gid = linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
         if !uid || !gid {

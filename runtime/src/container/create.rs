@@ -42,7 +42,13 @@ pub struct Created {
 
 pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> {
     state::validate_id(id)?;
-    let bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
+    let mut bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
+    if let Some(auto) = bundle.userns.clone().filter(|a| a.auto) {
+        let start = crate::idblocks::Allocator::new(&paths.id_blocks)
+            .allocate(id, &auto)
+            .step("allocating a UID/GID block")?;
+        bundle.use_id_block(start)?;
+    }
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let plan = Plan::from_spec(linux)?;
     // Every layer reference is checked and opened before anything exists.

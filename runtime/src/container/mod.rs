@@ -16,6 +16,8 @@ use crate::state::{State, Status};
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub root: PathBuf,
+    /// The UID/GID block table of automatic user namespaces (`--id-blocks`).
+    pub id_blocks: PathBuf,
 }
 
 /// Fails unless the container's live status is one of `allowed`.

@@ -63,6 +63,10 @@ pub struct LayerRef {
     pub uid_mappings: Option<Vec<IdRange>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid_mappings: Option<Vec<IdRange>>,
+    /// With `left4me.userns.auto`: idmap this layer onto the container's block, so
+    /// on-disk id N appears as container id N.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idmap_to_container: bool,
 }
 
 fn default_allowed_roots() -> Vec<String> {
@@ -256,6 +260,9 @@ fn resolve_layer(
         if let Some(maps) = maps {
             crate::idmap::validate(maps, name).map_err(|e| e.to_string())?;
         }
+    }
+    if layer.idmap_to_container && layer.uid_mappings.is_none() {
+        return Err("idmapToContainer needs left4me.userns.auto (or explicit mappings)".into());
     }
     if layer.uid_mappings.is_some() != layer.gid_mappings.is_some() {
         return Err("an idmapped layer needs both uidMappings and gidMappings".into());

@@ -72,6 +72,7 @@ impl Store {
                     path: p.to_string(),
                     uid_mappings: None,
                     gid_mappings: None,
+                    idmap_to_container: false,
                 })
                 .collect(),
             upper: self.base.join("upper"),

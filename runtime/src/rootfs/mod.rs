@@ -391,6 +391,7 @@ mod tests {
             spec,
             rootfs: "/b/rootfs".into(),
             layers: None,
+            userns: None,
         }
     }
 
