@@ -24,7 +24,10 @@ pub fn ensure_protected() -> Result<()> {
         // Keeps the marker out of the environment of everything the runtime starts
         // (the runtime is still single-threaded here).
         std::env::remove_var(MARKER);
-        return Ok(());
+        // The marker is only a hint: a caller could set it. Trust what the kernel says.
+        if running_protected() {
+            return Ok(());
+        }
     }
     let exe = protected_exe()?;
     let argv: Vec<CString> = std::env::args_os()
@@ -40,6 +43,26 @@ pub fn ensure_protected() -> Result<()> {
         .collect();
     envp.push(CString::new(format!("{MARKER}=1")).expect("no NUL"));
     Err(exec_fd(exe.as_fd(), &argv, &envp).into())
+}
+
+/// True when this process's executable refuses writes: on a read-only mount, or a
+/// memfd sealed against writing.
+pub fn running_protected() -> bool {
+    let Ok(exe) = openat2(
+        None,
+        Path::new("/proc/self/exe"),
+        libc::O_RDONLY,
+        0,
+        Resolve::default(),
+    ) else {
+        return false;
+    };
+    let read_only_mount = nix::sys::statvfs::fstatvfs(&exe)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    let sealed = nix::fcntl::fcntl(&exe, nix::fcntl::FcntlArg::F_GET_SEALS).is_ok_and(|seals| {
+        nix::fcntl::SealFlag::from_bits_truncate(seals).contains(nix::fcntl::SealFlag::F_SEAL_WRITE)
+    });
+    read_only_mount || sealed
 }
 
 /// A descriptor of the runtime binary that cannot be written through.
@@ -61,5 +84,14 @@ fn protected_exe() -> Result<OwnedFd> {
             let file = openat2(None, self_exe, libc::O_RDONLY, 0, Resolve::default())?;
             Ok(sealed_memfd_copy("left4me-runtime", file.as_fd())?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_test_binary_is_not_protected() {
+        // target/debug is an ordinary writable file on a writable mount.
+        assert!(!super::running_protected());
     }
 }
