@@ -16,7 +16,7 @@ if ldd "$busybox" >/dev/null 2>&1; then
   exit 1
 fi
 
-stamp="$(sha256sum "$busybox" "$0" | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$busybox" "$0" | sha256sum | cut -d" " -f1)"
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
   echo "$out is up to date"
   exit 0

@@ -36,7 +36,7 @@ pub const DEFAULT_ALLOWED_ROOTS: [&str; 4] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LayersConfig {
-    /// The layer store, absolute (e.g. `/var/lib/left4me`).
+    /// The layer store (e.g. `/var/lib/left4me`); relative paths are relative to the bundle.
     pub store: PathBuf,
     /// Store subdirectories layers must resolve into.
     #[serde(default = "default_allowed_roots")]
@@ -152,14 +152,10 @@ pub fn check_reference(reference: &str) -> std::result::Result<(), String> {
 
 /// Validates every reference and opens every layer; nothing is created or mounted.
 pub fn resolve(config: &LayersConfig, bundle_dir: &Path) -> Result<Stack> {
-    if !config.store.is_absolute() {
-        return Err(Error::config(
-            format!("{FIELD}.store"),
-            format!("{} is not absolute", config.store.display()),
-        ));
-    }
-    let store = std::fs::canonicalize(&config.store)
-        .at(&config.store)
+    // Relative to the bundle, like root.path (ready-made bundles ship with their store).
+    let store_path = bundle_dir.join(&config.store);
+    let store = std::fs::canonicalize(&store_path)
+        .at(&store_path)
         .map_err(|e| Error::config(format!("{FIELD}.store"), e))?;
     let allowed = allowed_roots(config, &store)?;
     if config.lower.is_empty() {
