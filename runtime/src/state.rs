@@ -227,6 +227,14 @@ impl StateDir {
         Ok(StateDir { path, _lock: lock })
     }
 
+    /// In a forked child (init, stage-1): closes the child's copy of the lock descriptor.
+    /// flock locks belong to the open file, so a copy kept by init would hold the lock
+    /// for init's whole life if the runtime died before unlocking, and every later
+    /// command on the container (even `delete --force`) would wait forever.
+    pub fn close_in_child(&self) {
+        crate::sys::fd::close_inherited(std::os::fd::AsRawFd::as_raw_fd(&*self._lock));
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

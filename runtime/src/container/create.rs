@@ -191,7 +191,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             prepared: &prepared,
         })
     };
-    let pid = spawn_init(plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;
+    let pid = spawn_init(dir, plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;
     undo.init = Some(pid);
     if cgroup_fd.is_none() {
         if let Some(cg) = &undo.cgroup {
@@ -250,6 +250,7 @@ fn console_sockets(
 /// Forks init with its namespaces and cgroup. With namespaces to join, a stage-1 child
 /// joins them first and clones init as *our* child (`CLONE_PARENT`), then exits.
 fn spawn_init(
+    dir: &StateDir,
     plan: &Plan,
     cgroup: Option<&OwnedFd>,
     parent_ch: &sync::Channel,
@@ -261,6 +262,7 @@ fn spawn_init(
         return match fork_with(plan.create, cg).step("cloning the container process")? {
             Forked::Child => {
                 parent_ch.close_in_child();
+                dir.close_in_child();
                 init(child_ch);
                 exit_child(1)
             }
@@ -270,6 +272,7 @@ fn spawn_init(
     match fork_with(CloneFlags::empty(), None).step("forking to join namespaces")? {
         Forked::Child => {
             parent_ch.close_in_child();
+            dir.close_in_child();
             let result = namespaces::join_all(&plan.join)
                 .step("joining namespaces")
                 .and_then(|_| {
