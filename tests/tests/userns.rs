@@ -181,3 +181,72 @@ fn auto_conflicts_with_explicit_mappings() {
         "left4me.userns.auto",
     );
 }
+
+#[test]
+fn a_single_container_uid_can_be_the_host_service_uid() {
+    // srcds runs as container uid 980 = host uid 980 (`left4me`), so uid-based firewall
+    // marking keeps working, while every other container id is shifted into a private
+    // range. The layer is idmapped with the same ranges, so on-disk owners read the same
+    // inside, and its copy-ups land in the upper layer owned by host uid 980.
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::shell(
+        "id -u; stat -c %u /game/server.cfg; echo changed >> /game/server.cfg; \
+         touch /game/new; cat /proc/self/uid_map",
+    );
+    let store = b.dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let installation = store.join("installation");
+    std::fs::rename(b.rootfs(), &installation).unwrap();
+    std::fs::create_dir(b.rootfs()).unwrap();
+    std::fs::create_dir(installation.join("game")).unwrap();
+    std::fs::write(installation.join("game/server.cfg"), "cfg\n").unwrap();
+    std::os::unix::fs::chown(installation.join("game"), Some(980), Some(980)).unwrap();
+    std::os::unix::fs::chown(installation.join("game/server.cfg"), Some(980), Some(980)).unwrap();
+    let maps = json!([
+        {"containerID": 0, "hostID": 1_000_000, "size": 980},
+        {"containerID": 980, "hostID": 980, "size": 1},
+        {"containerID": 981, "hostID": 1_000_981, "size": 64555}
+    ]);
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        c["process"]["user"] = json!({"uid": 980, "gid": 980});
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = maps.clone();
+        c["linux"]["gidMappings"] = maps.clone();
+        c["left4me"] = json!({"layers": {
+            "store": "store",
+            "lower": [{"path": "installation", "uidMappings": maps, "gidMappings": maps}]
+        }});
+    });
+    let out = ok(&rt.run(&b, "autons-980"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("980"));
+    assert_eq!(lines.next(), Some("980"), "the layer's 980 reads as 980");
+    let owner = |p: &str| {
+        let m = std::fs::metadata(b.dir.join("upper").join(p)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        (m.uid(), m.gid())
+    };
+    assert_eq!(
+        owner("game/server.cfg"),
+        (980, 980),
+        "copy-up owned by host 980"
+    );
+    assert_eq!(owner("game/new"), (980, 980), "new files owned by host 980");
+    assert_eq!(
+        owner(""),
+        (980, 980),
+        "the upper layer belongs to the service uid"
+    );
+    assert_eq!(
+        std::fs::read_to_string(installation.join("game/server.cfg")).unwrap(),
+        "cfg\n",
+        "the layer is untouched"
+    );
+}
