@@ -306,15 +306,20 @@ pub fn host_mount_count() -> usize {
         .count()
 }
 
-/// Polls `cond` every 20 ms; panics if it never holds within 120 s (a liveness bound,
-/// generous because the VM suite runs under emulation — never a performance check).
+/// Polls `cond` every 20 ms; panics if it never holds within 120 s of wall time (a
+/// liveness bound, generous because the VM suite runs under emulation — never a
+/// performance check).
 #[track_caller]
 pub fn wait_for(mut cond: impl FnMut() -> bool) {
-    for _ in 0..6000 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
         if cond() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if cond() {
+        return;
     }
     panic!("condition not reached within 120 s");
 }
