@@ -170,6 +170,43 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>
     Ok((buf, fds))
 }
 
+/// Asks the kernel to attach the sender's credentials to every message `sock` receives
+/// (`SO_PASSCRED`), with the pid translated into the receiver's PID namespace.
+pub fn enable_passcred(sock: BorrowedFd<'_>) -> SysResult<()> {
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| SysError::new("setsockopt(SO_PASSCRED)", "", e))
+}
+
+/// Receives one message with the sender's pid (needs [`enable_passcred`]). An empty
+/// payload means EOF.
+pub fn recv_with_sender(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Option<i32>)> {
+    let mut buf = vec![0u8; max_len];
+    let mut cmsg_space = nix::cmsg_space!(libc::ucred);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let (len, sender) = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SysError::new("recvmsg", "", e)),
+            Ok(msg) => {
+                let mut sender = None;
+                for cmsg in msg.cmsgs().map_err(|e| SysError::new("recvmsg", "", e))? {
+                    if let ControlMessageOwned::ScmCredentials(creds) = cmsg {
+                        sender = Some(creds.pid());
+                    }
+                }
+                break (msg.bytes, sender);
+            }
+        }
+    };
+    buf.truncate(len);
+    Ok((buf, sender))
+}
+
 /// Filesystem magic of the filesystem `fd` lives on (`fstatfs`).
 pub fn fs_magic(fd: BorrowedFd<'_>) -> SysResult<i64> {
     nix::sys::statfs::fstatfs(fd)
