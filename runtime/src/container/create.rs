@@ -51,6 +51,11 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     }
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let plan = Plan::from_spec(linux)?;
+    // Resource values are checked before anything exists, too.
+    let limits = match linux.resources() {
+        Some(r) => crate::cgroups::resources::settings(r)?,
+        None => Vec::new(),
+    };
     // Every layer reference is checked and opened before anything exists.
     let stack = bundle
         .layers
@@ -76,6 +81,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     };
     let request = Request {
         id,
+        limits: &limits,
         bundle: &bundle,
         stack: stack.as_ref(),
         plan: &plan,
@@ -115,6 +121,7 @@ impl Undo {
 /// Everything `create` checked before claiming the id.
 struct Request<'a> {
     id: &'a str,
+    limits: &'a [crate::cgroups::resources::Setting],
     bundle: &'a Bundle,
     stack: Option<&'a crate::layers::Stack>,
     plan: &'a Plan,
@@ -125,6 +132,7 @@ struct Request<'a> {
 fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Created> {
     let Request {
         id,
+        limits,
         bundle,
         stack,
         plan,
@@ -132,12 +140,18 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         terminal,
     } = *request;
     let linux = bundle.spec.linux().as_ref().expect("validated");
-    let cgroup_dir = match cgroups::hierarchy() {
+    let mount = cgroups::hierarchy();
+    let cgroup_dir = match &mount {
         Some(mount) => Some(cgroups::resolve(
-            &mount,
+            mount,
             linux.cgroups_path().as_deref(),
             id,
         )?),
+        None if !limits.is_empty() => {
+            return Err(Error::Unsupported(
+                "linux.resources: the host has no cgroup2 hierarchy to apply limits in".into(),
+            ))
+        }
         None if linux.cgroups_path().is_some() => {
             return Err(Error::Unsupported(
                 "linux.cgroupsPath: the host has no cgroup2 hierarchy".into(),
@@ -164,7 +178,15 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     let snapshot = serde_json::to_vec(&bundle.spec).map_err(|e| Error::Init(e.to_string()))?;
     state::write_atomic(&dir.file(state::CONFIG_SNAPSHOT), &snapshot, 0o600)?;
     if let Some(cg_dir) = cgroup_dir {
-        undo.cgroup = Some(Cgroup::create(cg_dir).step("creating the cgroup")?);
+        let cg = Cgroup::create(cg_dir).step("creating the cgroup")?;
+        let applied = cgroups::resources::apply(
+            mount.as_deref().expect("a group needs a hierarchy"),
+            &cg.dir,
+            limits,
+        );
+        undo.cgroup = Some(cg);
+        // Before the container's first process exists: it is cloned into the group.
+        applied.step("applying linux.resources")?;
     }
     let start_path = init::start_socket_path(&dir.path);
     let start_socket = UnixListener::bind(&start_path)

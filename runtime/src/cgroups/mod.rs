@@ -5,6 +5,8 @@
 //! pure v2 host, `/sys/fs/cgroup/unified` on a hybrid one), so processes are tracked and
 //! killed as a unit, and the init process is cloned straight into it.
 
+pub mod resources;
+
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,136 @@
+//! cgroup v2 limits (`linux.resources`): written into the container's group before its
+//! first process runs, observed from inside the container (its cgroup namespace shows
+//! its own group at /sys/fs/cgroup) and by effect. These need a host with cgroup v2
+//! controllers (the Debian 13 VM); on a host without them, a limit must fail naming
+//! the missing controller.
+
+use left4me_runtime_tests::*;
+use serde_json::json;
+
+/// The controllers the container's parent group can hand out, if the host is pure v2.
+fn v2_controllers() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").ok()?;
+    text.contains("memory").then_some(text)
+}
+
+#[test]
+fn limits_appear_in_the_containers_group() {
+    if !can_run() {
+        return;
+    }
+    let Some(controllers) = v2_controllers() else {
+        eprintln!("skipped: no cgroup v2 controllers here (see the VM suite)");
+        return;
+    };
+    assert!(controllers.contains("pids") && controllers.contains("cpuset"));
+    let rt = Runtime::new();
+    let mut b = Bundle::shell(
+        "cd /sys/fs/cgroup; for f in memory.max memory.low memory.high memory.swap.max \
+         pids.max cpu.max cpu.weight cpuset.cpus io.weight; do echo \"$f=$(cat $f | head -1)\"; done",
+    );
+    b.edit(|c| {
+        c["linux"]["resources"] = json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "memory": {"limit": 67108864, "reservation": 16777216, "swap": 67108864},
+            "pids": {"limit": 64},
+            "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0"},
+            "blockIO": {"weight": 500},
+            "unified": {"memory.high": "50331648"}
+        });
+    });
+    let out = ok(&rt.run(&b, "cg-limits"));
+    for line in [
+        "memory.max=67108864",
+        "memory.low=16777216",
+        "memory.high=50331648",
+        "memory.swap.max=0",
+        "pids.max=64",
+        "cpu.max=50000 100000",
+        "cpu.weight=39",
+        "cpuset.cpus=0",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    // io.weight needs the io controller; its file shows "default N".
+    if controllers.contains("io") {
+        assert!(out.contains("io.weight=default 4950"), "{out}");
+    }
+}
+
+#[test]
+fn a_fork_bomb_stops_at_pids_max() {
+    if !can_run() || v2_controllers().is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::shell(
+        "n=0; for i in $(seq 30); do sleep 30 & n=$((n+1)); done 2>/dev/null; \
+         cat /sys/fs/cgroup/pids.current; cat /sys/fs/cgroup/pids.events",
+    );
+    b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 10}));
+    let out = ok(&rt.run(&b, "cg-pids"));
+    let current: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(
+        current <= 10,
+        "pids.current {current} above pids.max:\n{out}"
+    );
+    assert!(
+        out.contains("max ") && !out.contains("max 0"),
+        "no fork refused:\n{out}"
+    );
+}
+
+#[test]
+fn memory_max_gets_a_hog_oom_killed() {
+    if !can_run() || v2_controllers().is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    // busybox tail keeps a newline-free input whole in memory: it grows until killed.
+    let mut b = Bundle::shell(
+        "head -c 300000000 /dev/zero | tail >/dev/null; echo status=$?; \
+         grep oom_kill /sys/fs/cgroup/memory.events",
+    );
+    b.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
+    let out = ok(&rt.run(&b, "cg-oom"));
+    assert!(out.contains("status=137"), "the hog was not killed:\n{out}");
+    let kills: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(kills >= 1, "memory.events shows no oom_kill:\n{out}");
+}
+
+#[test]
+fn a_limit_without_its_controller_fails_naming_it() {
+    if !can_run() {
+        return;
+    }
+    if v2_controllers().is_some() {
+        eprintln!("skipped: every controller is available here");
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 100000000}));
+    let err = fails_with(
+        &rt.run(&b, "cg-missing"),
+        "the memory controller is not available",
+    );
+    assert!(err.contains("linux.resources.memory.limit"), "{err}");
+    assert!(rt.state("cg-missing").is_none(), "state left behind");
+}
+
+#[test]
+fn invalid_values_are_refused_before_anything_exists() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| c["linux"]["resources"]["cpu"] = json!({"cpus": "5-2"}));
+    fails_with(&rt.run(&b, "cg-invalid"), "linux.resources.cpu.cpus");
+    assert!(rt.state("cg-invalid").is_none());
+    assert!(!rt.root.join("cg-invalid").exists());
+}
