@@ -217,10 +217,29 @@ fn run(
     }
     let Some(signals) = signals else { return Ok(0) };
     let code = supervise::supervise(&signals, created.init.pid(), created.console);
+    report_oom(paths, id);
     if !keep {
         lifecycle::delete(paths, id, true)?;
     }
     Ok(code? as u8)
+}
+
+/// Owners must never have to guess why a server vanished: one line when the OOM
+/// killer visited the container's group.
+fn report_oom(paths: &Paths, id: &str) {
+    let Ok(st) = left4me_runtime::state::read(&paths.root, id) else {
+        return;
+    };
+    let Some(dir) = st.cgroup else { return };
+    if let Some((kills, max)) = (left4me_runtime::cgroups::Cgroup { dir }).oom_kills() {
+        let line = format!(
+            "container {id}: process killed by the OOM killer, memory.max={max} ({kills} kill(s))"
+        );
+        eprintln!("left4me-runtime: {line}");
+        if log::has_file() {
+            log::warn(&line);
+        }
+    }
 }
 
 fn parse_user(text: &str) -> Result<(u32, u32)> {

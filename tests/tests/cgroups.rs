@@ -63,9 +63,12 @@ fn a_fork_bomb_stops_at_pids_max() {
         return;
     }
     let rt = Runtime::new();
+    // The bomb runs in a child shell (which dies when fork fails); the outer shell then
+    // reads the counters with builtins only, since it cannot fork either.
     let mut b = Bundle::shell(
-        "n=0; for i in $(seq 30); do sleep 30 & n=$((n+1)); done 2>/dev/null; \
-         cat /sys/fs/cgroup/pids.current; cat /sys/fs/cgroup/pids.events",
+        "sh -c 'for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 30 & done' 2>/dev/null; \
+         read current < /sys/fs/cgroup/pids.current; echo $current; \
+         while read line; do echo \"$line\"; done < /sys/fs/cgroup/pids.events",
     );
     b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 10}));
     let out = ok(&rt.run(&b, "cg-pids"));
@@ -86,14 +89,26 @@ fn memory_max_gets_a_hog_oom_killed() {
         return;
     }
     let rt = Runtime::new();
-    // busybox tail keeps a newline-free input whole in memory: it grows until killed.
+    // The child shell keeps the whole 200 MB string in memory: it grows until killed,
+    // while the outer shell stays small and reports.
     let mut b = Bundle::shell(
-        "head -c 300000000 /dev/zero | tail >/dev/null; echo status=$?; \
+        "sh -c 'x=$(head -c 200000000 /dev/zero | tr \"\\0\" a); echo ${#x}'; echo status=$?; \
          grep oom_kill /sys/fs/cgroup/memory.events",
     );
     b.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
-    let out = ok(&rt.run(&b, "cg-oom"));
+    let run = rt.run(&b, "cg-oom");
+    let out = ok(&run);
     assert!(out.contains("status=137"), "the hog was not killed:\n{out}");
+    // `run` tells the owner why, in one line on stderr.
+    let err = stderr(&run);
+    let line = err
+        .lines()
+        .find(|l| l.contains("killed by the OOM killer"))
+        .unwrap_or_else(|| panic!("no OOM line on stderr: {err}"));
+    assert!(
+        line.contains("container cg-oom") && line.contains("memory.max=33554432"),
+        "{line}"
+    );
     let kills: u32 = out
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))

@@ -116,6 +116,20 @@ impl Cgroup {
             .collect())
     }
 
+    /// `oom_kill` from `memory.events` with `memory.max`, when the OOM killer killed
+    /// something in the group (None without the memory controller or without kills).
+    pub fn oom_kills(&self) -> Option<(u64, String)> {
+        let events = std::fs::read_to_string(self.dir.join("memory.events")).ok()?;
+        let kills: u64 = events
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let max = std::fs::read_to_string(self.dir.join("memory.max")).unwrap_or_default();
+        (kills > 0).then(|| (kills, max.trim().to_string()))
+    }
+
     /// Moves `pid` into the group (the fallback where clone3 could not place it).
     pub fn add(&self, pid: Pid) -> Result<()> {
         let path = self.dir.join("cgroup.procs");
