@@ -72,6 +72,10 @@ pub enum Command {
     /// Automatic user namespaces (left4me.userns): UID/GID blocks.
     #[command(subcommand)]
     Userns(UsernsCommand),
+    /// Freeze every process of a running container (cgroup.freeze).
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
     /// The layered root filesystem (left4me.layers).
     #[command(subcommand)]
     Layers(LayersCommand),
@@ -190,7 +194,9 @@ impl Command {
             | Command::Kill { id, .. }
             | Command::Delete { id, .. }
             | Command::Ps { id, .. }
-            | Command::Exec { id, .. } => Some(id),
+            | Command::Exec { id, .. }
+            | Command::Pause { id }
+            | Command::Resume { id } => Some(id),
             _ => None,
         }
     }
@@ -208,6 +214,8 @@ impl Command {
             Command::Ps { .. } => "ps",
             Command::Exec { .. } => "exec",
             Command::Features => "features",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",

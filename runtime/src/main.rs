@@ -75,6 +75,8 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             )?;
         }
         Command::Start { id } => lifecycle::start(&paths, id)?,
+        Command::Pause { id } => lifecycle::pause(&paths, id)?,
+        Command::Resume { id } => lifecycle::resume(&paths, id)?,
         Command::Run {
             bundle,
             detach,

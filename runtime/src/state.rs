@@ -29,6 +29,8 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    /// Frozen through `cgroup.freeze` (`pause`).
+    Paused,
     Stopped,
 }
 
@@ -38,6 +40,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -124,7 +127,7 @@ impl State {
                 Some(c) if c.is_alive() => Status::Creating,
                 _ => Status::Stopped,
             },
-            Status::Created | Status::Running => match self.init {
+            Status::Created | Status::Running | Status::Paused => match self.init {
                 Some(init) if init.is_alive() => self.status,
                 _ => Status::Stopped,
             },
@@ -146,7 +149,7 @@ impl State {
         });
         if let Some(init) = self
             .init
-            .filter(|_| matches!(status, Status::Created | Status::Running))
+            .filter(|_| matches!(status, Status::Created | Status::Running | Status::Paused))
         {
             v["pid"] = init.pid.into();
         } else {

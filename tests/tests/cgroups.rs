@@ -149,3 +149,56 @@ fn invalid_values_are_refused_before_anything_exists() {
     assert!(rt.state("cg-invalid").is_none());
     assert!(!rt.root.join("cg-invalid").exists());
 }
+
+#[test]
+fn pause_freezes_and_resume_thaws_the_group() {
+    // cgroup.freeze is a core cgroup2 file: this works on a host without controllers too.
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b =
+        Bundle::shell("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done");
+    b.edit(|c| c["root"]["readonly"] = json!(false));
+    let id = "cg-pause";
+    ok(&rt.create(&b, id));
+    ok(&rt.cmd(&["start", id]));
+    let count = b.rootfs().join("tmp/count");
+    let read = || std::fs::read_to_string(&count).unwrap_or_default();
+    wait_for(|| !read().is_empty());
+    fails_with(&rt.cmd(&["resume", id]), "running");
+    ok(&rt.cmd(&["pause", id]));
+    assert_eq!(rt.status(id).as_deref(), Some("paused"));
+    let state = rt.state(id).unwrap();
+    let cgroup = cgroup_dir_of(state["pid"].as_i64().unwrap());
+    let events = std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap();
+    assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+    fails_with(&rt.cmd(&["exec", id, "true"]), "paused");
+    fails_with(&rt.cmd(&["delete", id]), "paused");
+    ok(&rt.cmd(&["resume", id]));
+    assert_eq!(rt.status(id).as_deref(), Some("running"));
+    let before = read();
+    wait_for(|| read() != before && !read().is_empty());
+    // A paused container can still be killed and deleted.
+    ok(&rt.cmd(&["pause", id]));
+    ok(&rt.cmd(&["delete", "--force", id]));
+    assert!(rt.state(id).is_none());
+    assert!(!cgroup.exists(), "cgroup left behind");
+}
+
+/// The host directory of the cgroup2 group `pid` is in.
+fn cgroup_dir_of(pid: i64) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|m| {
+            std::path::Path::new(m).join("cgroup.procs").exists()
+                && std::fs::read_to_string("/proc/self/mountinfo")
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.contains(&format!(" {m} ")) && l.contains(" - cgroup2 "))
+        })
+        .unwrap();
+    std::path::Path::new(mount).join(rel.trim_start_matches('/'))
+}

@@ -130,6 +130,29 @@ impl Cgroup {
         (kills > 0).then(|| (kills, max.trim().to_string()))
     }
 
+    /// Freezes (`true`) or thaws the group through `cgroup.freeze` and waits until the
+    /// kernel reports it done in `cgroup.events`.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let path = self.dir.join("cgroup.freeze");
+        std::fs::write(&path, if frozen { "1" } else { "0" }).at(&path)?;
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        let events = self.dir.join("cgroup.events");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&events).at(&events)?;
+            if text.lines().any(|l| l.trim() == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unsupported(format!(
+                    "{}: the kernel did not report {want:?} within 10 s",
+                    events.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Moves `pid` into the group (the fallback where clone3 could not place it).
     pub fn add(&self, pid: Pid) -> Result<()> {
         let path = self.dir.join("cgroup.procs");

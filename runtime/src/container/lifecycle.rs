@@ -38,6 +38,37 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
     dir.save(&st).step("recording state")
 }
 
+/// `pause`: freezes every process of a running container (`cgroup.freeze`).
+pub fn pause(paths: &Paths, id: &str) -> Result<()> {
+    set_frozen(paths, id, true)
+}
+
+/// `resume`: thaws a paused container.
+pub fn resume(paths: &Paths, id: &str) -> Result<()> {
+    set_frozen(paths, id, false)
+}
+
+fn set_frozen(paths: &Paths, id: &str, frozen: bool) -> Result<()> {
+    let dir = StateDir::open(&paths.root, id)?;
+    let mut st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
+    let (from, to, action) = if frozen {
+        (Status::Running, Status::Paused, "pause it")
+    } else {
+        (Status::Paused, Status::Running, "resume it")
+    };
+    require(&st, &[from], action)?;
+    let cgroup = st.cgroup.clone().ok_or_else(|| {
+        Error::Unsupported("the container has no cgroup (no cgroup2 hierarchy) to freeze".into())
+    })?;
+    Cgroup { dir: cgroup }.freeze(frozen).step(if frozen {
+        "freezing the cgroup"
+    } else {
+        "thawing the cgroup"
+    })?;
+    st.status = to;
+    dir.save(&st).step("recording state")
+}
+
 /// Parses `TERM`, `SIGTERM`, `sigterm` or `15`.
 pub fn parse_signal(text: &str) -> Result<Signal> {
     if let Ok(n) = text.parse::<i32>() {
@@ -55,7 +86,11 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 
 pub fn kill(paths: &Paths, id: &str, signal: Signal, all: bool) -> Result<()> {
     let st = state::read(&paths.root, id)?;
-    require(&st, &[Status::Created, Status::Running], "send it a signal")?;
+    require(
+        &st,
+        &[Status::Created, Status::Running, Status::Paused],
+        "send it a signal",
+    )?;
     if all {
         if let Some(dir) = &st.cgroup {
             return Cgroup { dir: dir.clone() }
@@ -95,7 +130,7 @@ pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
     // No state file: a create that crashed before recording anything.
     if let Some(st) = dir.load().unwrap_or(None) {
         let status = st.status();
-        if status == Status::Running && !force {
+        if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(Error::WrongState {
                 state: status.to_string(),
                 message: "cannot delete it; stop it first or use --force".into(),
