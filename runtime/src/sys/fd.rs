@@ -82,16 +82,27 @@ pub fn openat2(
         resolve: resolve.bits(),
     };
     let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: c_path and how outlive the call; the size matches the struct we pass.
-    let ret = retry_eintr(|| unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            c_path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    });
+    let attempt = || {
+        // SAFETY: c_path and how outlive the call; the size matches the struct we pass.
+        retry_eintr(|| unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                c_path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+    };
+    // With RESOLVE_IN_ROOT/BENEATH, a ".." step fails with EAGAIN when any mount or
+    // rename happened meanwhile anywhere on the system (openat2(2): retry).
+    let mut ret = attempt();
+    for _ in 0..1000 {
+        if ret != -1 || Errno::last() != Errno::EAGAIN {
+            break;
+        }
+        ret = attempt();
+    }
     let fd = check(ret, "openat2", path.display())?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
