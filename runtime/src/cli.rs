@@ -56,6 +56,36 @@ pub enum LayersCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// A JSON file with OCI `linux.resources` ("-" for stdin); flags override it.
+    #[arg(long, short)]
+    pub resources: Option<PathBuf>,
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit in bytes (-1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pub memory: Option<i64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap, in bytes (-1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pub memory_swap: Option<i64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UsernsCommand {
     /// Print the allocated UID/GID blocks (container id, first host id).
@@ -72,6 +102,8 @@ pub enum Command {
     /// Automatic user namespaces (left4me.userns): UID/GID blocks.
     #[command(subcommand)]
     Userns(UsernsCommand),
+    /// Change the cgroup limits of a container (runc's flags, or --resources FILE).
+    Update(UpdateArgs),
     /// Freeze every process of a running container (cgroup.freeze).
     Pause { id: String },
     /// Thaw a paused container.
@@ -195,6 +227,7 @@ impl Command {
             | Command::Delete { id, .. }
             | Command::Ps { id, .. }
             | Command::Exec { id, .. }
+            | Command::Update(UpdateArgs { id, .. })
             | Command::Pause { id }
             | Command::Resume { id } => Some(id),
             _ => None,
@@ -215,6 +248,7 @@ impl Command {
             Command::Exec { .. } => "exec",
             Command::Features => "features",
             Command::Pause { .. } => "pause",
+            Command::Update(_) => "update",
             Command::Resume { .. } => "resume",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use left4me_runtime::cli::{Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand};
+use left4me_runtime::cli::{
+    self as cli, Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand,
+};
 use left4me_runtime::container::{create, exec, info, lifecycle, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
 use left4me_runtime::idblocks::{self, Allocator};
@@ -76,6 +78,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         }
         Command::Start { id } => lifecycle::start(&paths, id)?,
         Command::Pause { id } => lifecycle::pause(&paths, id)?,
+        Command::Update(args) => lifecycle::update(&paths, &args.id, &update_changes(args)?)?,
         Command::Resume { id } => lifecycle::resume(&paths, id)?,
         Command::Run {
             bundle,
@@ -242,6 +245,43 @@ fn report_oom(paths: &Paths, id: &str) {
             log::warn(&line);
         }
     }
+}
+
+/// `update`'s flags (over `--resources`) as an OCI `linux.resources` object.
+fn update_changes(args: &cli::UpdateArgs) -> Result<serde_json::Value> {
+    use serde_json::{json, Value};
+    let mut v = match &args.resources {
+        None => json!({}),
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("stdin", e))?
+            } else {
+                std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?
+            };
+            serde_json::from_str(&text)
+                .map_err(|e| Error::config(format!("--resources {}", path.display()), e))?
+        }
+    };
+    let mut set = |section: &str, key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            v[section][key] = value;
+        }
+    };
+    set("cpu", "shares", args.cpu_shares.map(Value::from));
+    set("cpu", "quota", args.cpu_quota.map(Value::from));
+    set("cpu", "period", args.cpu_period.map(Value::from));
+    set("cpu", "cpus", args.cpuset_cpus.clone().map(Value::from));
+    set("cpu", "mems", args.cpuset_mems.clone().map(Value::from));
+    set("memory", "limit", args.memory.map(Value::from));
+    set(
+        "memory",
+        "reservation",
+        args.memory_reservation.map(Value::from),
+    );
+    set("memory", "swap", args.memory_swap.map(Value::from));
+    set("pids", "limit", args.pids_limit.map(Value::from));
+    set("blockIO", "weight", args.blkio_weight.map(Value::from));
+    Ok(v)
 }
 
 fn parse_user(text: &str) -> Result<(u32, u32)> {

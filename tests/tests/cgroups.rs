@@ -202,3 +202,68 @@ fn cgroup_dir_of(pid: i64) -> std::path::PathBuf {
         .unwrap();
     std::path::Path::new(mount).join(rel.trim_start_matches('/'))
 }
+
+#[test]
+fn update_changes_the_limits_of_a_running_container() {
+    if !can_run() || v2_controllers().is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "600"]);
+    b.edit(|c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 67108864});
+        c["linux"]["resources"]["pids"] = json!({"limit": 50});
+    });
+    let id = "cg-update";
+    ok(&rt.create(&b, id));
+    ok(&rt.cmd(&["start", id]));
+    let group = cgroup_dir_of(rt.state(id).unwrap()["pid"].as_i64().unwrap());
+    let read = |f: &str| {
+        std::fs::read_to_string(group.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory.max"), "67108864");
+    ok(&rt.cmd(&[
+        "update",
+        "--memory",
+        "134217728",
+        "--memory-swap",
+        "134217728",
+        "--pids-limit",
+        "20",
+        "--cpu-quota",
+        "20000",
+        "--cpu-period",
+        "100000",
+        "--cpu-shares",
+        "2048",
+        id,
+    ]));
+    assert_eq!(read("memory.max"), "134217728");
+    assert_eq!(read("memory.swap.max"), "0");
+    assert_eq!(read("pids.max"), "20");
+    assert_eq!(read("cpu.max"), "20000 100000");
+    assert_eq!(read("cpu.weight"), "79");
+    // --resources FILE, and -1 for unlimited.
+    let file = b.dir.join("resources.json");
+    std::fs::write(
+        &file,
+        r#"{"pids": {"limit": -1}, "unified": {"memory.high": "100000000"}}"#,
+    )
+    .unwrap();
+    ok(&rt.cmd(&["update", "--resources", file.to_str().unwrap(), id]));
+    assert_eq!(read("pids.max"), "max");
+    assert_eq!(
+        read("memory.high"),
+        "99999744",
+        "memory.high is page-rounded"
+    );
+    fails_with(
+        &rt.cmd(&["update", "--cpuset-cpus", "9-1", id]),
+        "linux.resources.cpu.cpus",
+    );
+    ok(&rt.cmd(&["delete", "--force", id]));
+    fails_with(&rt.cmd(&["update", "--memory", "1", id]), "does not exist");
+}

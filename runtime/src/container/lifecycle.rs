@@ -38,6 +38,49 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
     dir.save(&st).step("recording state")
 }
 
+/// `update`: applies new `linux.resources` values to the container's group and records
+/// them in the config snapshot (what `exec` and later updates start from).
+pub fn update(paths: &Paths, id: &str, changes: &serde_json::Value) -> Result<()> {
+    let dir = StateDir::open(&paths.root, id)?;
+    let st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
+    require(
+        &st,
+        &[Status::Created, Status::Running, Status::Paused],
+        "update it",
+    )?;
+    // The merged resources are applied whole: a lone --memory-swap is measured against
+    // the current memory limit, and applying twice converges.
+    let snapshot_path = dir.file(crate::state::CONFIG_SNAPSHOT);
+    let text = std::fs::read_to_string(&snapshot_path).at(&snapshot_path)?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Init(format!("config snapshot: {e}")))?;
+    merge(&mut config["linux"]["resources"], changes);
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_path_to_error::deserialize(config["linux"]["resources"].clone())
+            .map_err(|e| Error::config(format!("linux.resources.{}", e.path()), e.into_inner()))?;
+    let settings = crate::cgroups::resources::settings(&resources)?;
+    let group = st.cgroup.clone().ok_or_else(|| {
+        Error::Unsupported("the container has no cgroup (no cgroup2 hierarchy)".into())
+    })?;
+    let mount = crate::cgroups::hierarchy()
+        .ok_or_else(|| Error::Unsupported("no cgroup2 hierarchy".into()))?;
+    crate::cgroups::resources::apply(&mount, &group, &settings).step("applying the update")?;
+    let bytes = serde_json::to_vec(&config).map_err(|e| Error::Init(e.to_string()))?;
+    crate::state::write_atomic(&snapshot_path, &bytes, 0o600).step("recording the update")
+}
+
+/// Overlays `changes` on `base`, object by object.
+fn merge(base: &mut serde_json::Value, changes: &serde_json::Value) {
+    match (base, changes) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(c)) => {
+            for (k, v) in c {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, c) => *b = c.clone(),
+    }
+}
+
 /// `pause`: freezes every process of a running container (`cgroup.freeze`).
 pub fn pause(paths: &Paths, id: &str) -> Result<()> {
     set_frozen(paths, id, true)
