@@ -90,12 +90,17 @@ fn memory_max_gets_a_hog_oom_killed() {
     }
     let rt = Runtime::new();
     // The child shell keeps the whole 200 MB string in memory: it grows until killed,
-    // while the outer shell stays small and reports.
+    // while the outer shell stays small and reports. The outer shell is shielded
+    // (oomScoreAdj -500) and the hog volunteers (1000), so the killer's choice is fixed.
     let mut b = Bundle::shell(
-        "sh -c 'x=$(head -c 200000000 /dev/zero | tr \"\\0\" a); echo ${#x}'; echo status=$?; \
+        "sh -c 'echo 1000 > /proc/self/oom_score_adj; \
+         x=$(head -c 200000000 /dev/zero | tr \"\\0\" a); echo ${#x}'; echo status=$?; \
          grep oom_kill /sys/fs/cgroup/memory.events",
     );
-    b.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
+    b.edit(|c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
+        c["process"]["oomScoreAdj"] = json!(-500);
+    });
     let run = rt.run(&b, "cg-oom");
     let out = ok(&run);
     assert!(out.contains("status=137"), "the hog was not killed:\n{out}");
