@@ -98,7 +98,9 @@ impl Bundle {
         let dir = std::fs::canonicalize(dir).at(dir)?;
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).at(&path)?;
-        let spec = parse(&text).map_err(|e| match e {
+        let raw: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(format!("{}: (json)", path.display()), e))?;
+        let spec = parse_value(raw.clone()).map_err(|e| match e {
             Error::Config { field, message } => {
                 Error::config(format!("{}: {field}", path.display()), message)
             }
@@ -113,7 +115,6 @@ impl Bundle {
         } else {
             dir.join(root.path())
         };
-        let raw: Value = serde_json::from_str(&text).map_err(|e| Error::config("(json)", e))?;
         let layers = crate::layers::LayersConfig::from_config(&raw)?;
         let userns = crate::idblocks::AutoUserns::from_config(&raw)?;
         let bundle = Bundle {
@@ -131,7 +132,12 @@ impl Bundle {
 /// Parses config.json text into the typed spec, dropping capability names this runtime
 /// does not know (with a warning, as runc does).
 pub fn parse(text: &str) -> Result<Spec> {
-    let mut value: Value = serde_json::from_str(text).map_err(|e| Error::config("(json)", e))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::config("(json)", e))?;
+    parse_value(value)
+}
+
+/// [`parse`] for an already decoded document.
+pub fn parse_value(mut value: Value) -> Result<Spec> {
     drop_unknown_capabilities(&mut value);
     let spec: Spec = serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();

@@ -150,35 +150,7 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[RawFd]) -> Sys
 
 /// Receives one message and any descriptors sent with it. An empty payload means EOF.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; max_len];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let (len, fds) = loop {
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SysError::new("recvmsg", "", e)),
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs().map_err(|e| SysError::new("recvmsg", "", e))? {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                break (msg.bytes, fds);
-            }
-        }
-    };
-    buf.truncate(len);
-    Ok((buf, fds))
+    recv_message(sock, max_len).map(|(bytes, fds, _)| (bytes, fds))
 }
 
 /// Asks the kernel to attach the sender's credentials to every message `sock` receives
@@ -191,10 +163,18 @@ pub fn enable_passcred(sock: BorrowedFd<'_>) -> SysResult<()> {
 /// Receives one message with the sender's pid (needs [`enable_passcred`]). An empty
 /// payload means EOF.
 pub fn recv_with_sender(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Option<i32>)> {
+    recv_message(sock, max_len).map(|(bytes, _, sender)| (bytes, sender))
+}
+
+/// One `recvmsg`: payload, descriptors (`SCM_RIGHTS`) and sender pid (`SCM_CREDENTIALS`).
+fn recv_message(
+    sock: BorrowedFd<'_>,
+    max_len: usize,
+) -> SysResult<(Vec<u8>, Vec<OwnedFd>, Option<i32>)> {
     let mut buf = vec![0u8; max_len];
-    let mut cmsg_space = nix::cmsg_space!(libc::ucred);
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 8], libc::ucred);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let (len, sender) = loop {
+    let (len, fds, sender) = loop {
         match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
@@ -204,18 +184,25 @@ pub fn recv_with_sender(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(SysError::new("recvmsg", "", e)),
             Ok(msg) => {
+                let mut fds = Vec::new();
                 let mut sender = None;
                 for cmsg in msg.cmsgs().map_err(|e| SysError::new("recvmsg", "", e))? {
-                    if let ControlMessageOwned::ScmCredentials(creds) = cmsg {
-                        sender = Some(creds.pid());
+                    match cmsg {
+                        // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
+                        ControlMessageOwned::ScmRights(raw) => fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        ),
+                        ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds.pid()),
+                        _ => {}
                     }
                 }
-                break (msg.bytes, sender);
+                break (msg.bytes, fds, sender);
             }
         }
     };
     buf.truncate(len);
-    Ok((buf, sender))
+    Ok((buf, fds, sender))
 }
 
 /// Filesystem magic of the filesystem `fd` lives on (`fstatfs`).

@@ -194,23 +194,7 @@ pub fn set_attr(mount: BorrowedFd<'_>, change: SetAttr, what: &Path) -> SysResul
         propagation: change.propagation.map_or(0, Propagation::ms_flag),
         userns_fd: 0,
     };
-    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
-    if change.recursive {
-        flags |= AT_RECURSIVE;
-    }
-    let empty = c"";
-    // SAFETY: raw outlives the call and its size is passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount.as_raw_fd(),
-            empty.as_ptr(),
-            flags,
-            &raw as *const MountAttrRaw,
-            std::mem::size_of::<MountAttrRaw>(),
-        )
-    };
-    check(ret, "mount_setattr", what.display()).map(|_| ())
+    mount_setattr(mount, change.recursive, &raw, "mount_setattr", what)
 }
 
 /// Idmaps the detached mount `mount` (recursively when asked) with the ID mappings of the
@@ -228,6 +212,16 @@ pub fn idmap(
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
+    mount_setattr(mount, recursive, &raw, "mount_setattr(idmap)", what)
+}
+
+fn mount_setattr(
+    mount: BorrowedFd<'_>,
+    recursive: bool,
+    raw: &MountAttrRaw,
+    call: &'static str,
+    what: &Path,
+) -> SysResult<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;
@@ -240,11 +234,11 @@ pub fn idmap(
             mount.as_raw_fd(),
             empty.as_ptr(),
             flags,
-            &raw as *const MountAttrRaw,
+            raw as *const MountAttrRaw,
             std::mem::size_of::<MountAttrRaw>(),
         )
     };
-    check(ret, "mount_setattr(idmap)", what.display()).map(|_| ())
+    check(ret, call, what.display()).map(|_| ())
 }
 
 /// Changes the propagation of the mount at `path` with legacy `mount(2)` (used on `/`,
