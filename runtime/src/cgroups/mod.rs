@@ -5,6 +5,7 @@
 //! pure v2 host, `/sys/fs/cgroup/unified` on a hybrid one), so processes are tracked and
 //! killed as a unit, and the init process is cloned straight into it.
 
+pub mod devices;
 pub mod resources;
 
 use std::os::fd::OwnedFd;

@@ -56,6 +56,10 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         Some(r) => crate::cgroups::resources::settings(r)?,
         None => Vec::new(),
     };
+    let device_rules = cgroups::devices::rules(
+        linux.resources().as_ref().and_then(|r| r.devices().as_deref()),
+        linux.devices().as_deref(),
+    )?;
     // Every layer reference is checked and opened before anything exists.
     let stack = bundle
         .layers
@@ -82,6 +86,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     let request = Request {
         id,
         limits: &limits,
+        device_rules: device_rules.as_deref(),
         bundle: &bundle,
         stack: stack.as_ref(),
         plan: &plan,
@@ -122,6 +127,7 @@ impl Undo {
 struct Request<'a> {
     id: &'a str,
     limits: &'a [crate::cgroups::resources::Setting],
+    device_rules: Option<&'a [cgroups::devices::Rule]>,
     bundle: &'a Bundle,
     stack: Option<&'a crate::layers::Stack>,
     plan: &'a Plan,
@@ -133,6 +139,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     let Request {
         id,
         limits,
+        device_rules,
         bundle,
         stack,
         plan,
@@ -147,7 +154,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             linux.cgroups_path().as_deref(),
             id,
         )?),
-        None if !limits.is_empty() => {
+        None if !limits.is_empty() || device_rules.is_some() => {
             return Err(Error::Unsupported(
                 "linux.resources: the host has no cgroup2 hierarchy to apply limits in".into(),
             ))
@@ -187,6 +194,11 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         undo.cgroup = Some(cg);
         // Before the container's first process exists: it is cloned into the group.
         applied.step("applying linux.resources")?;
+        if let Some(rules) = device_rules {
+            let cg = undo.cgroup.as_ref().expect("just set");
+            cgroups::devices::install(&cg.dir, rules)
+                .step("installing the device program (linux.resources.devices)")?;
+        }
     }
     let start_path = init::start_socket_path(&dir.path);
     let start_socket = UnixListener::bind(&start_path)

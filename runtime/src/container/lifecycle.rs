@@ -65,6 +65,16 @@ pub fn update(paths: &Paths, id: &str, changes: &serde_json::Value) -> Result<()
     let mount = crate::cgroups::hierarchy()
         .ok_or_else(|| Error::Unsupported("no cgroup2 hierarchy".into()))?;
     crate::cgroups::resources::apply(&mount, &group, &settings).step("applying the update")?;
+    if changes.get("devices").is_some() {
+        let nodes: Option<Vec<oci_spec::runtime::LinuxDevice>> =
+            serde_json::from_value(config["linux"]["devices"].clone()).unwrap_or_default();
+        if let Some(rules) =
+            crate::cgroups::devices::rules(resources.devices().as_deref(), nodes.as_deref())?
+        {
+            crate::cgroups::devices::install(&group, &rules)
+                .step("replacing the device program")?;
+        }
+    }
     let bytes = serde_json::to_vec(&config).map_err(|e| Error::Init(e.to_string()))?;
     crate::state::write_atomic(&snapshot_path, &bytes, 0o600).step("recording the update")
 }

@@ -4,8 +4,9 @@
 //! Each wrapper takes and returns owned, typed values (`OwnedFd`, `Pid`, flag sets) and
 //! reports failures as [`SysError`], which names the call and the object it acted on.
 //! Wrappers exist only where `nix` has a gap (see docs/architecture.md): the new mount API,
-//! `openat2`, `clone3`, pidfds, `close_range`, `sched_setattr`, `ioprio_set`, memfd sealing.
+//! `openat2`, `clone3`, pidfds, `close_range`, `sched_setattr`, `ioprio_set`, memfd sealing, `bpf`.
 
+pub mod bpf;
 pub mod fd;
 pub mod mount_api;
 pub mod process;
