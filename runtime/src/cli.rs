@@ -108,6 +108,16 @@ pub enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// Stream a container's events as JSON lines (stats every interval, oom at once).
+    Events {
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events (e.g. 5s, 250ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
     /// The layered root filesystem (left4me.layers).
     #[command(subcommand)]
     Layers(LayersCommand),
@@ -229,7 +239,8 @@ impl Command {
             | Command::Exec { id, .. }
             | Command::Update(UpdateArgs { id, .. })
             | Command::Pause { id }
-            | Command::Resume { id } => Some(id),
+            | Command::Resume { id }
+            | Command::Events { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -250,6 +261,7 @@ impl Command {
             Command::Pause { .. } => "pause",
             Command::Update(_) => "update",
             Command::Resume { .. } => "resume",
+            Command::Events { .. } => "events",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",

@@ -8,13 +8,12 @@
 //! allocating again for the same id returns the same block (idempotent).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::table::LockedTable;
 
 pub const BLOCK_SIZE: u32 = 65_536;
 pub const DEFAULT_RANGE_START: u32 = 1_000_000;
@@ -61,39 +60,26 @@ struct Table {
 
 /// The persisted allocation table.
 pub struct Allocator {
-    file: PathBuf,
+    table: LockedTable,
 }
 
 impl Allocator {
     pub fn new(file: impl Into<PathBuf>) -> Allocator {
-        Allocator { file: file.into() }
-    }
-
-    fn lock(&self) -> Result<Flock<File>> {
-        let dir = self.file.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).at(dir)?;
-        let lock_path = self.file.with_extension("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io(&lock_path, e.into()))
-    }
-
-    fn read(&self) -> Result<Table> {
-        match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::config(self.file.display().to_string(), e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Table::default()),
-            Err(e) => Err(Error::io(&self.file, e)),
+        Allocator {
+            table: LockedTable::new(file),
         }
     }
 
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        self.table.lock()
+    }
+
+    fn read(&self) -> Result<Table> {
+        self.table.read()
+    }
+
     fn write(&self, table: &Table) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(table).expect("a table serializes");
-        crate::state::write_atomic(&self.file, &bytes, 0o644)
+        self.table.write(table)
     }
 
     /// The block of `id`: the one it already has, else the lowest free one.

@@ -23,3 +23,4 @@ pub mod state;
 pub mod sync;
 pub mod sys;
 pub mod sysctl;
+pub mod table;

@@ -7,7 +7,7 @@ use clap::Parser;
 use left4me_runtime::cli::{
     self as cli, Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand,
 };
-use left4me_runtime::container::{create, exec, info, lifecycle, supervise, Paths};
+use left4me_runtime::container::{create, events, exec, info, lifecycle, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
 use left4me_runtime::idblocks::{self, Allocator};
 use left4me_runtime::{exe_guard, log};
@@ -80,6 +80,18 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Pause { id } => lifecycle::pause(&paths, id)?,
         Command::Update(args) => lifecycle::update(&paths, &args.id, &update_changes(args)?)?,
         Command::Resume { id } => lifecycle::resume(&paths, id)?,
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            let mut out = std::io::stdout().lock();
+            if *stats {
+                events::stats_once(&paths, id, &mut out)?
+            } else {
+                events::stream(&paths, id, events::parse_interval(interval)?, &mut out)?
+            }
+        }
         Command::Run {
             bundle,
             detach,

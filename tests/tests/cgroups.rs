@@ -363,3 +363,165 @@ fn update_replaces_the_device_program() {
     assert!(out.contains("fakesda.w=denied"), "{out}");
     ok(&rt.cmd(&["delete", "--force", id]));
 }
+
+/// Runs the runtime with `args` from inside cgroup `group` (as systemd starts a service's
+/// main process in the service's group).
+fn runtime_in_group(rt: &Runtime, group: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(group)
+        .arg(runtime_bin())
+        .arg("--root")
+        .arg(&rt.root)
+        .args(args);
+    run_captured(&mut cmd)
+}
+
+#[test]
+fn a_delegated_service_group_gets_a_supervisor_leaf_and_sibling_containers() {
+    if !can_run() || v2_controllers().is_none() {
+        return;
+    }
+    // A simulated `Delegate=yes` service: its group, with controllers handed down to it.
+    let svc = std::path::Path::new("/sys/fs/cgroup/l4m-test-delegate.service");
+    let _ = std::fs::remove_dir(svc.join("supervisor"));
+    let _ = std::fs::remove_dir(svc);
+    std::fs::create_dir(svc).unwrap();
+    std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids").unwrap();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "600"]);
+    b.edit(|c| {
+        c["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 32}});
+        c["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+    });
+    let bundle = b.dir.to_str().unwrap();
+    ok(&runtime_in_group(&rt, svc, &["create", "--bundle", bundle, "deleg-a"]));
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // The runtime moved out of the service group into supervisor/, the container sits in
+    // a sibling leaf with its limits, and the service group holds no process.
+    assert_eq!(read(svc.join("cgroup.procs")).trim(), "", "internal processes left");
+    assert!(svc.join("supervisor").is_dir());
+    let a = svc.join("left4me-deleg-a");
+    let init = rt.state("deleg-a").unwrap()["pid"].as_i64().unwrap();
+    assert_eq!(read(a.join("cgroup.procs")).trim(), init.to_string());
+    assert_eq!(read(a.join("memory.max")).trim(), "67108864");
+    assert_eq!(read(a.join("pids.max")).trim(), "32");
+    let enabled = read(svc.join("cgroup.subtree_control"));
+    assert!(enabled.contains("memory") && enabled.contains("pids"), "{enabled}");
+    // A runtime started from the supervisor leaf puts its container next to it, not inside.
+    ok(&runtime_in_group(
+        &rt,
+        &svc.join("supervisor"),
+        &["create", "--bundle", bundle, "deleg-b"],
+    ));
+    assert!(svc.join("left4me-deleg-b/memory.max").exists());
+    assert!(!svc.join("supervisor/left4me-deleg-b").exists());
+    // `run` in the foreground, started in a fresh service group (as systemd does on every
+    // start), moves to supervisor/ and stays there while its container runs.
+    let svc2 = std::path::Path::new("/sys/fs/cgroup/l4m-test-delegate2.service");
+    let _ = std::fs::remove_dir(svc2.join("supervisor"));
+    let _ = std::fs::remove_dir(svc2);
+    std::fs::create_dir(svc2).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(svc2)
+        .arg(runtime_bin())
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["run", "--bundle", bundle, "deleg-c"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for(|| {
+        rt.status("deleg-c").as_deref() == Some("running")
+            || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "run exited before its container ran"
+    );
+    let own = read(format!("/proc/{}/cgroup", child.id()).into());
+    assert!(
+        own.trim().ends_with("/l4m-test-delegate2.service/supervisor"),
+        "{own}"
+    );
+    assert_eq!(read(svc2.join("cgroup.procs")).trim(), "");
+    assert!(svc2.join("left4me-deleg-c/memory.max").exists());
+    for (group, id) in [(svc, "deleg-a"), (svc, "deleg-b"), (svc2, "deleg-c")] {
+        ok(&rt.cmd(&["delete", "--force", id]));
+        assert!(!group.join(format!("left4me-{id}")).exists(), "{id} group left");
+    }
+    child.wait().unwrap();
+    for group in [svc, svc2] {
+        std::fs::remove_dir(group.join("supervisor")).unwrap();
+        std::fs::remove_dir(group).unwrap();
+    }
+}
+
+#[test]
+fn events_report_stats_and_oom_kills() {
+    if !can_run() {
+        return;
+    }
+    let v2 = v2_controllers().is_some();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "600"]);
+    if v2 {
+        b.edit(|c| {
+            c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
+            c["linux"]["resources"]["pids"] = json!({"limit": 64});
+        });
+    }
+    let id = "cg-events";
+    ok(&rt.create(&b, id));
+    ok(&rt.cmd(&["start", id]));
+    let line = ok(&rt.cmd(&["events", "--stats", id]));
+    let ev: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], id);
+    // cpu.stat is a core file: every cgroup2 group has usage figures.
+    assert!(ev["data"]["cpu"]["usage"]["total"].as_u64().is_some(), "{ev}");
+    if !v2 {
+        assert!(ev["data"].get("memory").is_none(), "{ev}");
+        ok(&rt.cmd(&["delete", "--force", id]));
+        return;
+    }
+    assert_eq!(ev["data"]["memory"]["usage"]["limit"], 33554432, "{ev}");
+    assert_eq!(ev["data"]["pids"]["limit"], 64, "{ev}");
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+    // The stream: stats every interval, and an oom event when a process is OOM-killed.
+    let log = b.dir.join("events.log");
+    let mut events = rt.command();
+    events
+        .args(["events", "--interval", "500ms", id])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut stream = events.spawn().unwrap();
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(|| lines().lines().filter(|l| l.contains("\"stats\"")).count() >= 2);
+    assert!(!lines().contains("\"oom\""), "an oom event before any OOM:\n{}", lines());
+    rt.cmd(&[
+        "exec",
+        id,
+        "sh",
+        "-c",
+        "echo 1000 > /proc/self/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr '\\0' a)",
+    ]);
+    let oom = json!({"type": "oom", "id": id});
+    wait_for(|| {
+        lines()
+            .lines()
+            .any(|l| serde_json::from_str::<serde_json::Value>(l).ok().as_ref() == Some(&oom))
+    });
+    ok(&rt.cmd(&["delete", "--force", id]));
+    // The stream ends by itself once the container is gone.
+    wait_for(|| matches!(stream.try_wait(), Ok(Some(_))));
+    for l in lines().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod devices;
 pub mod resources;
+pub mod stats;
 
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
@@ -39,6 +40,54 @@ pub fn own_path() -> Result<PathBuf> {
         .ok_or_else(|| Error::Unsupported("no cgroup2 entry in /proc/self/cgroup".into()))
 }
 
+/// The leaf the runtime moves itself (and its group's other processes) into when it must
+/// enable controllers in its own group: cgroup v2 forbids processes in a group whose
+/// `cgroup.subtree_control` hands out domain controllers ("no internal processes").
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
+/// The group containers are placed under by default: the runtime's own group, or its
+/// parent when the runtime already sits in the supervisor leaf (so every container of a
+/// delegated service is a sibling of `supervisor/`, never nested in it).
+pub fn own_base() -> Result<PathBuf> {
+    let own = own_path()?;
+    match own.file_name() {
+        Some(name) if name == SUPERVISOR_LEAF => {
+            Ok(own.parent().map(Path::to_path_buf).unwrap_or(own))
+        }
+        _ => Ok(own),
+    }
+}
+
+/// Moves every process of `group` into `group/supervisor`, so that controllers can be
+/// enabled in `group` — what a runtime started by a `Delegate=yes` service must do.
+/// Processes forking meanwhile are caught by re-reading until the group is empty.
+pub fn vacate_into_supervisor(group: &Path) -> Result<PathBuf> {
+    let leaf = group.join(SUPERVISOR_LEAF);
+    std::fs::create_dir_all(&leaf).at(&leaf)?;
+    let target = Cgroup { dir: leaf.clone() };
+    let source = Cgroup {
+        dir: group.to_path_buf(),
+    };
+    for _ in 0..100 {
+        let pids = source.pids()?;
+        if pids.is_empty() {
+            return Ok(leaf);
+        }
+        for pid in pids {
+            match target.add(pid) {
+                Ok(()) => {}
+                // Exited meanwhile.
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(Error::Unsupported(format!(
+        "{}: processes keep appearing while moving them to {SUPERVISOR_LEAF}/",
+        group.display()
+    )))
+}
+
 /// Where the container's group goes: `cgroupsPath` absolute = from the hierarchy root;
 /// relative = under the runtime's own group; empty = `left4me-ID` under the runtime's group.
 pub fn resolve(mount: &Path, cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
@@ -50,8 +99,8 @@ pub fn resolve(mount: &Path, cgroups_path: Option<&Path>, id: &str) -> Result<Pa
             )))
         }
         Some(p) if p.is_absolute() => p.to_path_buf(),
-        Some(p) => own_path()?.join(p),
-        None => own_path()?.join(format!("left4me-{id}")),
+        Some(p) => own_base()?.join(p),
+        None => own_base()?.join(format!("left4me-{id}")),
     };
     let mut clean = PathBuf::new();
     for c in relative.components() {

@@ -287,7 +287,15 @@ pub fn controllers(settings: &[Setting]) -> BTreeSet<&'static str> {
 /// Makes `controllers` available in `group` (enabling them in every ancestor's
 /// `cgroup.subtree_control` from `root` down) and writes `settings` into it. A missing
 /// controller is an error naming it and the key that needed it.
-pub fn apply(root: &Path, group: &Path, settings: &[Setting]) -> Result<()> {
+///
+/// `delegated` is the group the runtime may reorganise (its own): if controllers must be
+/// enabled there while it holds processes, they move to its `supervisor/` leaf first.
+pub fn apply(
+    root: &Path,
+    group: &Path,
+    settings: &[Setting],
+    delegated: Option<&Path>,
+) -> Result<()> {
     let needed = controllers(settings);
     if needed.is_empty() {
         return Ok(());
@@ -310,12 +318,27 @@ pub fn apply(root: &Path, group: &Path, settings: &[Setting]) -> Result<()> {
                 ));
             }
             if !enabled.contains(*c) {
+                if delegated == Some(dir.as_path()) && dir != root {
+                    let holds_processes = !crate::cgroups::Cgroup { dir: dir.clone() }
+                        .pids()?
+                        .is_empty();
+                    if holds_processes {
+                        crate::cgroups::vacate_into_supervisor(&dir)?;
+                    }
+                }
                 let path = dir.join("cgroup.subtree_control");
-                std::fs::write(&path, format!("+{c}"))
-                    .at(&path)
-                    .map_err(|e| {
-                        Error::config(key_for(settings, c), format!("enabling {c}: {e}"))
-                    })?;
+                if let Err(e) = std::fs::write(&path, format!("+{c}")) {
+                    let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                        " (the group holds processes: cgroup v2 allows controllers only \
+                         for groups without processes of their own)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::config(
+                        key_for(settings, c),
+                        format!("enabling {c} in {}: {e}{why}", path.display()),
+                    ));
+                }
             }
         }
         dir.push(part);

@@ -186,11 +186,10 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     state::write_atomic(&dir.file(state::CONFIG_SNAPSHOT), &snapshot, 0o600)?;
     if let Some(cg_dir) = cgroup_dir {
         let cg = Cgroup::create(cg_dir).step("creating the cgroup")?;
-        let applied = cgroups::resources::apply(
-            mount.as_deref().expect("a group needs a hierarchy"),
-            &cg.dir,
-            limits,
-        );
+        let mount = mount.as_deref().expect("a group needs a hierarchy");
+        let delegated = cgroups::own_base()?;
+        let delegated = mount.join(delegated.strip_prefix("/").unwrap_or(&delegated));
+        let applied = cgroups::resources::apply(mount, &cg.dir, limits, Some(&delegated));
         undo.cgroup = Some(cg);
         // Before the container's first process exists: it is cloned into the group.
         applied.step("applying linux.resources")?;

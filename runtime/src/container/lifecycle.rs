@@ -64,7 +64,7 @@ pub fn update(paths: &Paths, id: &str, changes: &serde_json::Value) -> Result<()
     })?;
     let mount = crate::cgroups::hierarchy()
         .ok_or_else(|| Error::Unsupported("no cgroup2 hierarchy".into()))?;
-    crate::cgroups::resources::apply(&mount, &group, &settings).step("applying the update")?;
+    crate::cgroups::resources::apply(&mount, &group, &settings, None).step("applying the update")?;
     if changes.get("devices").is_some() {
         let nodes: Option<Vec<oci_spec::runtime::LinuxDevice>> =
             serde_json::from_value(config["linux"]["devices"].clone()).unwrap_or_default();

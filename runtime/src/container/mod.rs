@@ -2,6 +2,7 @@
 //! modules (state, namespaces, rootfs, cgroups, process).
 
 pub mod create;
+pub mod events;
 pub mod exec;
 pub mod info;
 pub mod lifecycle;
