@@ -108,6 +108,11 @@ pub enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// The CPU topology and which pinned container (org.left4me.cpuset=auto) sits where.
+    Cpus {
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Stream a container's events as JSON lines (stats every interval, oom at once).
     Events {
         /// Print one stats event and exit.
@@ -262,6 +267,7 @@ impl Command {
             Command::Update(_) => "update",
             Command::Resume { .. } => "resume",
             Command::Events { .. } => "events",
+            Command::Cpus { .. } => "cpus",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",

@@ -80,6 +80,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Pause { id } => lifecycle::pause(&paths, id)?,
         Command::Update(args) => lifecycle::update(&paths, &args.id, &update_changes(args)?)?,
         Command::Resume { id } => lifecycle::resume(&paths, id)?,
+        Command::Cpus { format } => print_cpus(&paths, *format)?,
         Command::Events {
             stats,
             interval,
@@ -300,4 +301,35 @@ fn parse_user(text: &str) -> Result<(u32, u32)> {
     let bad = || Error::Usage(format!("--user {text:?}: expected UID[:GID] (numbers)"));
     let (u, g) = text.split_once(':').unwrap_or((text, "0"));
     Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+}
+
+/// `cpus`: the CPUs containers may be pinned to (the cgroup2 root's effective cpuset, or
+/// every online CPU), their cores, and the pinned containers.
+fn print_cpus(paths: &Paths, format: ListFormat) -> Result<()> {
+    use left4me_runtime::cgroups::{self, pinning};
+    let list = cgroups::hierarchy()
+        .and_then(|h| std::fs::read_to_string(h.join("cpuset.cpus.effective")).ok())
+        .or_else(|| std::fs::read_to_string("/sys/devices/system/cpu/online").ok())
+        .unwrap_or_default();
+    let allowed = left4me_runtime::process::parse_cpu_list(list.trim())
+        .map_err(|m| Error::Unsupported(format!("the host's CPU list: {m}")))?;
+    let topo = pinning::Topology::read(std::path::Path::new(pinning::SYSFS_CPU), &allowed);
+    let pins = pinning::Pins::new(&paths.root).list()?;
+    match format {
+        ListFormat::Table => print!("{}", pinning::report(&allowed, &topo, &pins)),
+        ListFormat::Json => {
+            let cpus: Vec<serde_json::Value> = allowed
+                .iter()
+                .map(|cpu| {
+                    serde_json::json!({
+                        "cpu": cpu,
+                        "core": topo.siblings.get(cpu),
+                        "containers": pins.iter().filter(|(_, c)| *c == cpu).map(|(id, _)| id).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::from(cpus));
+        }
+    }
+    Ok(())
 }

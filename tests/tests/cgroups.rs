@@ -397,11 +397,21 @@ fn a_delegated_service_group_gets_a_supervisor_leaf_and_sibling_containers() {
         c["linux"].as_object_mut().unwrap().remove("cgroupsPath");
     });
     let bundle = b.dir.to_str().unwrap();
-    ok(&runtime_in_group(&rt, svc, &["create", "--bundle", bundle, "deleg-a"]));
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    ok(&runtime_in_group(
+        &rt,
+        svc,
+        &["create", "--bundle", bundle, "deleg-a"],
+    ));
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
     // The runtime moved out of the service group into supervisor/, the container sits in
     // a sibling leaf with its limits, and the service group holds no process.
-    assert_eq!(read(svc.join("cgroup.procs")).trim(), "", "internal processes left");
+    assert_eq!(
+        read(svc.join("cgroup.procs")).trim(),
+        "",
+        "internal processes left"
+    );
     assert!(svc.join("supervisor").is_dir());
     let a = svc.join("left4me-deleg-a");
     let init = rt.state("deleg-a").unwrap()["pid"].as_i64().unwrap();
@@ -409,7 +419,10 @@ fn a_delegated_service_group_gets_a_supervisor_leaf_and_sibling_containers() {
     assert_eq!(read(a.join("memory.max")).trim(), "67108864");
     assert_eq!(read(a.join("pids.max")).trim(), "32");
     let enabled = read(svc.join("cgroup.subtree_control"));
-    assert!(enabled.contains("memory") && enabled.contains("pids"), "{enabled}");
+    assert!(
+        enabled.contains("memory") && enabled.contains("pids"),
+        "{enabled}"
+    );
     // A runtime started from the supervisor leaf puts its container next to it, not inside.
     ok(&runtime_in_group(
         &rt,
@@ -447,14 +460,18 @@ fn a_delegated_service_group_gets_a_supervisor_leaf_and_sibling_containers() {
     );
     let own = read(format!("/proc/{}/cgroup", child.id()).into());
     assert!(
-        own.trim().ends_with("/l4m-test-delegate2.service/supervisor"),
+        own.trim()
+            .ends_with("/l4m-test-delegate2.service/supervisor"),
         "{own}"
     );
     assert_eq!(read(svc2.join("cgroup.procs")).trim(), "");
     assert!(svc2.join("left4me-deleg-c/memory.max").exists());
     for (group, id) in [(svc, "deleg-a"), (svc, "deleg-b"), (svc2, "deleg-c")] {
         ok(&rt.cmd(&["delete", "--force", id]));
-        assert!(!group.join(format!("left4me-{id}")).exists(), "{id} group left");
+        assert!(
+            !group.join(format!("left4me-{id}")).exists(),
+            "{id} group left"
+        );
     }
     child.wait().unwrap();
     for group in [svc, svc2] {
@@ -485,7 +502,10 @@ fn events_report_stats_and_oom_kills() {
     assert_eq!(ev["type"], "stats");
     assert_eq!(ev["id"], id);
     // cpu.stat is a core file: every cgroup2 group has usage figures.
-    assert!(ev["data"]["cpu"]["usage"]["total"].as_u64().is_some(), "{ev}");
+    assert!(
+        ev["data"]["cpu"]["usage"]["total"].as_u64().is_some(),
+        "{ev}"
+    );
     if !v2 {
         assert!(ev["data"].get("memory").is_none(), "{ev}");
         ok(&rt.cmd(&["delete", "--force", id]));
@@ -504,7 +524,16 @@ fn events_report_stats_and_oom_kills() {
     let mut stream = events.spawn().unwrap();
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for(|| lines().lines().filter(|l| l.contains("\"stats\"")).count() >= 2);
-    assert!(!lines().contains("\"oom\""), "an oom event before any OOM:\n{}", lines());
+    let oom = json!({"type": "oom", "id": id});
+    let has_oom = |text: String| {
+        text.lines()
+            .any(|l| serde_json::from_str::<serde_json::Value>(l).ok().as_ref() == Some(&oom))
+    };
+    assert!(
+        !has_oom(lines()),
+        "an oom event before any OOM:\n{}",
+        lines()
+    );
     rt.cmd(&[
         "exec",
         id,
@@ -512,12 +541,7 @@ fn events_report_stats_and_oom_kills() {
         "-c",
         "echo 1000 > /proc/self/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr '\\0' a)",
     ]);
-    let oom = json!({"type": "oom", "id": id});
-    wait_for(|| {
-        lines()
-            .lines()
-            .any(|l| serde_json::from_str::<serde_json::Value>(l).ok().as_ref() == Some(&oom))
-    });
+    wait_for(|| has_oom(lines()));
     ok(&rt.cmd(&["delete", "--force", id]));
     // The stream ends by itself once the container is gone.
     wait_for(|| matches!(stream.try_wait(), Ok(Some(_))));

@@ -58,15 +58,15 @@ const DEFAULT_RULES: [Rule; 11] = [
         minor: None,
         access: ACC_MKNOD,
     },
-    allow_char(Some(1), Some(3), RWM),   // null
-    allow_char(Some(1), Some(5), RWM),   // zero
-    allow_char(Some(1), Some(7), RWM),   // full
-    allow_char(Some(1), Some(8), RWM),   // random
-    allow_char(Some(1), Some(9), RWM),   // urandom
-    allow_char(Some(5), Some(0), RWM),   // tty
-    allow_char(Some(5), Some(1), RWM),   // console
-    allow_char(Some(5), Some(2), RWM),   // ptmx
-    allow_char(Some(136), None, RWM),    // pts
+    allow_char(Some(1), Some(3), RWM), // null
+    allow_char(Some(1), Some(5), RWM), // zero
+    allow_char(Some(1), Some(7), RWM), // full
+    allow_char(Some(1), Some(8), RWM), // random
+    allow_char(Some(1), Some(9), RWM), // urandom
+    allow_char(Some(5), Some(0), RWM), // tty
+    allow_char(Some(5), Some(1), RWM), // console
+    allow_char(Some(5), Some(2), RWM), // ptmx
+    allow_char(Some(136), None, RWM),  // pts
 ];
 
 fn number(value: Option<i64>, field: &str) -> Result<Option<u32>> {

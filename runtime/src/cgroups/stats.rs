@@ -98,7 +98,8 @@ fn io(dir: &Path) -> Option<Value> {
             let Ok(value) = v.parse::<u64>() else {
                 continue;
             };
-            let entry = |op: &str| json!({"major": major, "minor": minor, "op": op, "value": value});
+            let entry =
+                |op: &str| json!({"major": major, "minor": minor, "op": op, "value": value});
             match k {
                 "rbytes" => bytes.push(entry("Read")),
                 "wbytes" => bytes.push(entry("Write")),

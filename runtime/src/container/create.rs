@@ -56,8 +56,12 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         Some(r) => crate::cgroups::resources::settings(r)?,
         None => Vec::new(),
     };
+    let pin = cgroups::pinning::wanted(&bundle.spec)?;
     let device_rules = cgroups::devices::rules(
-        linux.resources().as_ref().and_then(|r| r.devices().as_deref()),
+        linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().as_deref()),
         linux.devices().as_deref(),
     )?;
     // Every layer reference is checked and opened before anything exists.
@@ -82,11 +86,13 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     let mut undo = Undo {
         cgroup: None,
         init: None,
+        pinned: None,
     };
     let request = Request {
         id,
         limits: &limits,
         device_rules: device_rules.as_deref(),
+        pin,
         bundle: &bundle,
         stack: stack.as_ref(),
         plan: &plan,
@@ -107,6 +113,8 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
 struct Undo {
     cgroup: Option<Cgroup>,
     init: Option<Pid>,
+    /// The state root whose pinning table has an entry for the id.
+    pinned: Option<(std::path::PathBuf, String)>,
 }
 
 impl Undo {
@@ -120,6 +128,9 @@ impl Undo {
                 crate::log::warn(&format!("cleaning up cgroup {}: {e}", cg.dir.display()));
             }
         }
+        if let Some((root, id)) = self.pinned {
+            let _ = cgroups::pinning::Pins::new(&root).release(&id);
+        }
     }
 }
 
@@ -128,6 +139,8 @@ struct Request<'a> {
     id: &'a str,
     limits: &'a [crate::cgroups::resources::Setting],
     device_rules: Option<&'a [cgroups::devices::Rule]>,
+    /// `org.left4me.cpuset=auto`: choose a CPU for the container.
+    pin: bool,
     bundle: &'a Bundle,
     stack: Option<&'a crate::layers::Stack>,
     plan: &'a Plan,
@@ -140,6 +153,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         id,
         limits,
         device_rules,
+        pin,
         bundle,
         stack,
         plan,
@@ -154,7 +168,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             linux.cgroups_path().as_deref(),
             id,
         )?),
-        None if !limits.is_empty() || device_rules.is_some() => {
+        None if !limits.is_empty() || device_rules.is_some() || pin => {
             return Err(Error::Unsupported(
                 "linux.resources: the host has no cgroup2 hierarchy to apply limits in".into(),
             ))
@@ -185,11 +199,22 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     let snapshot = serde_json::to_vec(&bundle.spec).map_err(|e| Error::Init(e.to_string()))?;
     state::write_atomic(&dir.file(state::CONFIG_SNAPSHOT), &snapshot, 0o600)?;
     if let Some(cg_dir) = cgroup_dir {
+        let mut limits = limits.to_vec();
+        if pin {
+            undo.pinned = Some((state_root(dir), id.to_string()));
+            let cpu = pin_cpu(dir, id, &cg_dir).step("choosing a CPU (org.left4me.cpuset)")?;
+            limits.push(cgroups::resources::Setting {
+                controller: "cpuset",
+                file: "cpuset.cpus".into(),
+                value: cpu.to_string(),
+                key: format!("annotations.{}", cgroups::pinning::ANNOTATION),
+            });
+        }
         let cg = Cgroup::create(cg_dir).step("creating the cgroup")?;
         let mount = mount.as_deref().expect("a group needs a hierarchy");
         let delegated = cgroups::own_base()?;
         let delegated = mount.join(delegated.strip_prefix("/").unwrap_or(&delegated));
-        let applied = cgroups::resources::apply(mount, &cg.dir, limits, Some(&delegated));
+        let applied = cgroups::resources::apply(mount, &cg.dir, &limits, Some(&delegated));
         undo.cgroup = Some(cg);
         // Before the container's first process exists: it is cloned into the group.
         applied.step("applying linux.resources")?;
@@ -209,7 +234,10 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     let (parent_ch, child_ch) = sync::pair()?;
     let cgroup_fd = undo.cgroup.as_ref().map(Cgroup::open).transpose()?;
     let listen = init::listen_fds().unwrap_or(0);
-    let prepared = crate::rootfs::prepare(bundle, stack, upper_owner(bundle))?;
+    let mut prepared = crate::rootfs::prepare(bundle, stack, upper_owner(bundle))?;
+    prepared.cpu_view =
+        crate::rootfs::cpuview::prepare(&dir.path, undo.cgroup.as_ref().map(|c| c.dir.as_path()))
+            .step("preparing the CPU view")?;
     let spawn = |child_ch: sync::Channel| {
         init::run(InitArgs {
             bundle,
@@ -358,4 +386,19 @@ pub fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
         std::env::current_dir().at(".")?.join(path)
     };
     state::write_atomic(&path, pid.to_string().as_bytes(), 0o644).step("writing --pid-file")
+}
+
+/// The state root a container directory lives in.
+fn state_root(dir: &StateDir) -> std::path::PathBuf {
+    dir.path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.path.clone())
+}
+
+/// Chooses and records the CPU of a pinned container.
+fn pin_cpu(dir: &StateDir, id: &str, group: &Path) -> Result<usize> {
+    let allowed = cgroups::pinning::allowed_cpus(group)?;
+    let topo = cgroups::pinning::Topology::read(Path::new(cgroups::pinning::SYSFS_CPU), &allowed);
+    cgroups::pinning::Pins::new(&state_root(dir)).assign(id, &allowed, &topo)
 }

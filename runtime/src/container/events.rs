@@ -101,7 +101,9 @@ pub fn stream(paths: &Paths, id: &str, interval: Duration, out: &mut impl Write)
                 let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(crate::sys::SysError::new("poll", "memory.events", e).into()),
+                    Err(e) => {
+                        return Err(crate::sys::SysError::new("poll", "memory.events", e).into())
+                    }
                 }
             }
             None => std::thread::sleep(wait),

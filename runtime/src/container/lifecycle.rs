@@ -64,7 +64,9 @@ pub fn update(paths: &Paths, id: &str, changes: &serde_json::Value) -> Result<()
     })?;
     let mount = crate::cgroups::hierarchy()
         .ok_or_else(|| Error::Unsupported("no cgroup2 hierarchy".into()))?;
-    crate::cgroups::resources::apply(&mount, &group, &settings, None).step("applying the update")?;
+    crate::cgroups::resources::apply(&mount, &group, &settings, None)
+        .step("applying the update")?;
+    crate::rootfs::cpuview::refresh(&dir.path, &group).step("updating the CPU view")?;
     if changes.get("devices").is_some() {
         let nodes: Option<Vec<oci_spec::runtime::LinuxDevice>> =
             serde_json::from_value(config["linux"]["devices"].clone()).unwrap_or_default();
@@ -191,6 +193,9 @@ pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
         }
         destroy(&st)?;
     }
+    crate::cgroups::pinning::Pins::new(&paths.root)
+        .release(id)
+        .step("releasing the pinned CPU")?;
     dir.remove().step("removing the state directory")
 }
 

@@ -2,6 +2,7 @@
 //! list of typed [`Step`]s (see [`plan`]), so the whole setup reads top to bottom and can
 //! be printed (`--debug`) and tested without a kernel.
 
+pub mod cpuview;
 pub mod devices;
 pub mod mounts;
 pub mod paths;
@@ -33,6 +34,8 @@ pub enum Step {
     Device(Node),
     DevLinks,
     Sysctls,
+    /// A generated CPU view file (see cpuview), bound over its original if that exists.
+    CpuView(PathBuf),
     ReadonlyPath(PathBuf),
     MaskPath(PathBuf),
     /// `process.cwd` created (0755, like runc) if missing, while the root is writable.
@@ -65,6 +68,8 @@ pub struct Prepared {
     pub root: Option<OwnedFd>,
     /// Idmapped bind mounts, by `mounts[]` index.
     pub idmapped: Vec<(usize, OwnedFd)>,
+    /// CPU view files for a container whose cpuset is smaller than the machine.
+    pub cpu_view: Vec<cpuview::CpuView>,
 }
 
 impl Prepared {
@@ -100,7 +105,11 @@ pub fn prepare(
             .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
         idmapped.push((i, fd));
     }
-    Ok(Prepared { root, idmapped })
+    Ok(Prepared {
+        root,
+        idmapped,
+        cpu_view: Vec::new(),
+    })
 }
 
 pub fn parse_root_propagation(value: &str) -> Result<(Propagation, bool)> {
@@ -170,6 +179,9 @@ pub fn plan(env: &Env<'_>) -> Result<Vec<Step>> {
         .is_some_and(|s| !s.is_empty())
     {
         steps.push(Sysctls);
+    }
+    for view in &env.prepared.cpu_view {
+        steps.push(CpuView(view.dest.clone()));
     }
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
@@ -276,6 +288,20 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
             Step::Device(node) => devices::create(root_fd()?, node, env.in_userns)?,
             Step::DevLinks => devices::create_links(root_fd()?)?,
             Step::Sysctls => crate::sysctl::apply(root_fd()?, &sysctls)?,
+            Step::CpuView(dest) => {
+                let view = env
+                    .prepared
+                    .cpu_view
+                    .iter()
+                    .find(|v| &v.dest == dest)
+                    .ok_or_else(|| Error::Init(format!("no CPU view for {}", dest.display())))?;
+                // Without /proc or /sys in the container there is nothing to cover.
+                match open_in_root(root_fd()?, dest) {
+                    Err(e) if e.errno == Errno::ENOENT => {}
+                    target => attach(view.mount.as_fd(), target?.as_fd(), dest)
+                        .step_with(|| format!("CPU view {}", dest.display()))?,
+                }
+            }
             Step::ReadonlyPath(p) => readonly_path(root_fd()?, p)
                 .step_with(|| format!("read-only path {}", p.display()))?,
             Step::MaskPath(p) => {
