@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 
-use crate::error::{Context, Result};
+use crate::error::{Context, IoContext, Result};
 use crate::namespaces::Plan;
 use crate::rootfs;
 use crate::spec::Bundle;
@@ -170,4 +170,44 @@ fn become_namespace_root(linux: &oci_spec::runtime::Linux) {
 /// Where the start socket of a container lives.
 pub fn start_socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(crate::state::START_SOCKET)
+}
+
+/// Runs `f` with an address for the start socket that fits `sun_path` (108 bytes): the
+/// path itself, or — under a long `--root` with podman's 64-character ids — the same
+/// file reached through `/proc/self/fd/N` of the opened state directory.
+fn with_socket_address<T>(
+    state_dir: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> Result<T> {
+    let path = start_socket_path(state_dir);
+    if path.as_os_str().len() < 100 {
+        return f(&path).at(&path);
+    }
+    let dir = crate::sys::fd::openat2(
+        None,
+        state_dir,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        crate::sys::fd::Resolve::default(),
+    )?;
+    let short = PathBuf::from(format!(
+        "/proc/self/fd/{}/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir),
+        crate::state::START_SOCKET
+    ));
+    f(&short).at(&path)
+}
+
+/// Binds the start socket of a container (mode 0600).
+pub fn bind_start_socket(state_dir: &Path) -> Result<std::os::unix::net::UnixListener> {
+    let listener = with_socket_address(state_dir, |p| std::os::unix::net::UnixListener::bind(p))?;
+    let path = start_socket_path(state_dir);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .at(&path)?;
+    Ok(listener)
+}
+
+/// Connects to the start socket of a container.
+pub fn connect_start_socket(state_dir: &Path) -> Result<std::os::unix::net::UnixStream> {
+    with_socket_address(state_dir, |p| std::os::unix::net::UnixStream::connect(p))
 }

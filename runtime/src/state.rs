@@ -215,8 +215,16 @@ impl StateDir {
     }
 
     fn lock(path: PathBuf, id: &str) -> Result<StateDir> {
-        let file = match File::open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // Only directories are containers: files in the root (tables, locks) are not.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&path)
+        {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 return Err(Error::NotFound(id.into()))
             }
             other => other.at(&path)?,
@@ -276,6 +284,9 @@ pub fn load_file(path: &Path) -> Result<Option<State>> {
 pub fn read(root: &Path, id: &str) -> Result<State> {
     validate_id(id)?;
     let dir = root.join(id);
+    if !dir.is_dir() {
+        return Err(Error::NotFound(id.into()));
+    }
     match load_file(&dir.join(STATE_FILE))? {
         Some(state) => Ok(state),
         None if dir.exists() => Err(Error::WrongState {

@@ -57,23 +57,6 @@ impl Channel {
     }
 
     /// Waits for `Ready`; a `Failed` or EOF becomes the error.
-    /// Makes every later message carry its sender's pid, as this process sees it.
-    pub fn enable_sender_pids(&self) -> Result<()> {
-        Ok(crate::sys::fd::enable_passcred(self.fd.as_fd())?)
-    }
-
-    /// The next message and the pid of the process that sent it (see
-    /// [`Channel::enable_sender_pids`]).
-    pub fn recv_with_sender(&self) -> Result<(Option<Message>, Option<i32>)> {
-        let (bytes, sender) = crate::sys::fd::recv_with_sender(self.fd.as_fd(), 64 * 1024)?;
-        if bytes.is_empty() {
-            return Ok((None, sender));
-        }
-        let msg = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Init(format!("garbled sync message: {e}")))?;
-        Ok((Some(msg), sender))
-    }
-
     pub fn expect_ready(&self) -> Result<()> {
         match self.recv()? {
             Some(Message::Ready) => Ok(()),

@@ -38,6 +38,19 @@ pub fn runtime_bin() -> PathBuf {
     bin
 }
 
+/// tests/src/bin/subreaper.rs, built by cargo with the integration tests (see
+/// [`Runtime::cmd_reaped`]).
+pub fn subreaper_bin() -> PathBuf {
+    std::env::var_os("LEFT4ME_SUBREAPER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target"));
+            target.join("debug/subreaper")
+        })
+}
+
 /// True when the tests can run containers; tests return early (and say so) otherwise.
 pub fn can_run() -> bool {
     if !nix_is_root() {
@@ -83,6 +96,17 @@ pub fn busybox_rootfs() -> PathBuf {
         .clone()
 }
 
+/// A private copy of the busybox rootfs at `dest`.
+pub fn copy_busybox_rootfs(dest: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "copying the rootfs to {}", dest.display());
+}
+
 fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}-{}",
@@ -102,13 +126,7 @@ impl Bundle {
     pub fn new(args: &[&str]) -> Bundle {
         let dir = scratch().join(unique("bundle"));
         std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(busybox_rootfs())
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "copying the rootfs");
+        copy_busybox_rootfs(&dir.join("rootfs"));
         let out = Command::new(runtime_bin())
             .args(["spec", "--bundle"])
             .arg(&dir)
@@ -192,6 +210,18 @@ impl Runtime {
     pub fn cmd(&self, args: &[&str]) -> Output {
         let mut cmd = self.command();
         cmd.args(args);
+        run_captured(&mut cmd)
+    }
+
+    /// Like [`Runtime::cmd`], under a child subreaper that outlives the command and
+    /// reaps what it leaves (as conmon does): for `exec --detach`, whose process is
+    /// re-parented to the nearest subreaper when the runtime exits.
+    pub fn cmd_reaped(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(subreaper_bin());
+        cmd.arg(runtime_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .args(args);
         run_captured(&mut cmd)
     }
 

@@ -549,3 +549,23 @@ fn events_report_stats_and_oom_kills() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
     }
 }
+
+#[test]
+fn unlimited_values_need_no_controller() {
+    if !can_run() || v2_controllers().is_some() {
+        return;
+    }
+    // What podman sends for --pids-limit 0 / -1, and memory -1: no limit, no controller.
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["linux"]["resources"]["pids"] = json!({"limit": 0});
+        c["linux"]["resources"]["memory"] = json!({"limit": -1});
+    });
+    ok(&rt.run(&b, "cg-unlimited"));
+    b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 5}));
+    fails_with(
+        &rt.run(&b, "cg-unlimited"),
+        "the pids controller is not available",
+    );
+}

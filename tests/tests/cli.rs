@@ -50,7 +50,12 @@ fn has(v: &Value, x: &str) -> bool {
 
 /// `exec [FLAGS] ID sh -c SCRIPT`.
 fn sh(rt: &Runtime, flags: &[&str], id: &str, script: &str) -> Output {
-    rt.cmd(&[&["exec"], flags, &[id, "sh", "-c", script]].concat())
+    let args = [&["exec"], flags, &[id, "sh", "-c", script]].concat();
+    if flags.contains(&"--detach") {
+        rt.cmd_reaped(&args)
+    } else {
+        rt.cmd(&args)
+    }
 }
 
 fn ps_pids(rt: &Runtime, id: &str) -> Vec<i32> {
@@ -281,8 +286,8 @@ fn kill_by_name_number_default_and_all() {
     fails_with(&rt.cmd(&["kill", id, "SIGNOPE"]), "signal");
     fails_with(&rt.cmd(&["kill", id, "NOPE"]), "signal");
     // Background processes, then --all KILL takes them all.
-    ok(&rt.cmd(&["exec", "--detach", id, "sleep", "500"]));
-    ok(&rt.cmd(&["exec", "--detach", id, "sleep", "501"]));
+    ok(&rt.cmd_reaped(&["exec", "--detach", id, "sleep", "500"]));
+    ok(&rt.cmd_reaped(&["exec", "--detach", id, "sleep", "501"]));
     let pids = ps_pids(&rt, id);
     assert!(pids.len() >= 3, "{pids:?}");
     ok(&rt.cmd(&["kill", "--all", id, "KILL"]));
@@ -333,7 +338,7 @@ fn ps_lists_the_container_processes() {
     let id = &uid("ps");
     let _b = running(&rt, id, &["sleep", "600"]);
     let pid = init_pid(&rt, id);
-    ok(&rt.cmd(&["exec", "--detach", id, "sleep", "500"]));
+    ok(&rt.cmd_reaped(&["exec", "--detach", id, "sleep", "500"]));
     let pids = ps_pids(&rt, id);
     assert!(pids.contains(&pid) && pids.len() == 2, "{pids:?} {pid}");
     let table = ok(&rt.cmd(&["ps", id]));
@@ -618,4 +623,23 @@ fn delete_created_and_state_of_externally_killed_init() {
     fails_with(&rt.cmd(&["exec", killed, "true"]), "stopped");
     ok(&rt.cmd(&["delete", killed]));
     assert!(rt.state(killed).is_none());
+}
+
+#[test]
+fn long_roots_and_podman_length_ids_fit_the_start_socket() {
+    if !can_run() {
+        return;
+    }
+    // sun_path holds 108 bytes; ROOT/ID/start.sock here is far longer.
+    let mut rt = Runtime::new();
+    rt.root = rt
+        .root
+        .join("a-rather-long-state-directory-name-like-a-service-would-use");
+    let id = "0123456789abcdef".repeat(4);
+    assert!(rt.root.join(&id).join("start.sock").as_os_str().len() > 108);
+    let b = Bundle::new(&["true"]);
+    ok(&rt.create(&b, &id));
+    ok(&rt.cmd(&["start", &id]));
+    wait_for(|| rt.status(&id).as_deref() == Some("stopped"));
+    ok(&rt.cmd(&["delete", &id]));
 }

@@ -294,7 +294,14 @@ fn container_cannot_overwrite_runtime_through_created_init() {
         if { echo x >> /proc/$h/fd/0; }; then echo WROTE > /tmp/result
         else echo refused > /tmp/result; fi
     "#;
-    ok(&bin.cmd(&rt, &["exec", "--detach", "exe-init", "sh", "-c", script]));
+    // Under a subreaper, as conmon runs it: the detached process outlives this command.
+    let mut detached = Command::new(subreaper_bin());
+    detached
+        .arg(&bin.0)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["exec", "--detach", "exe-init", "sh", "-c", script]);
+    ok(&run_captured(&mut detached));
     let ready = wait_for_file(&b.rootfs().join("tmp/ready"));
     ok(&bin.cmd(&rt, &["start", "exe-init"]));
     std::fs::write(b.rootfs().join("tmp/go"), "").unwrap();

@@ -215,8 +215,8 @@ mod tests {
     use super::*;
 
     /// A sysfs fixture: 8 CPUs, SMT pairs (0,4)(1,5)(2,6)(3,7).
-    fn fixture() -> (PathBuf, Topology) {
-        let dir = std::env::temp_dir().join(format!("l4m-topo-{}", std::process::id()));
+    fn fixture(tag: &str) -> (PathBuf, Topology) {
+        let dir = std::env::temp_dir().join(format!("l4m-topo-{tag}-{}", std::process::id()));
         for cpu in 0..8 {
             let t = dir.join(format!("cpu{cpu}/topology"));
             std::fs::create_dir_all(&t).unwrap();
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn whole_cores_first_then_siblings_then_round_robin() {
-        let (dir, topo) = fixture();
+        let (dir, topo) = fixture("cores");
         assert_eq!(topo.siblings[&5], BTreeSet::from([1, 5]));
         let all: Vec<usize> = (0..8).collect();
         assert_eq!(place(10, &all, &topo), vec![0, 1, 2, 3, 4, 5, 6, 7, 0, 1]);
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn an_instance_avoids_the_sibling_of_a_busy_core() {
-        let (dir, topo) = fixture();
+        let (dir, topo) = fixture("busy");
         let all: Vec<usize> = (0..8).collect();
         // Someone sits on CPU 4: core (0,4) is busy, so 0 is not a whole core any more.
         let load = BTreeMap::from([(4, 1)]);
@@ -273,7 +273,7 @@ mod tests {
     fn the_table_is_stable_and_forgets_released_ids() {
         let root = std::env::temp_dir().join(format!("l4m-pins-{}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
-        let (dir, topo) = fixture();
+        let (dir, topo) = fixture("table");
         let pins = Pins::new(&root);
         // No state directories exist here, so each choice sees an empty table of live
         // containers; an existing pin of the same id is returned as it is.

@@ -296,6 +296,15 @@ pub fn apply(
     settings: &[Setting],
     delegated: Option<&Path>,
 ) -> Result<()> {
+    // "No limit" needs no controller: podman sends `pids.limit: 0` for "unlimited", and
+    // that must not fail on a host without the pids controller.
+    let at_root = read_set(&root.join("cgroup.controllers"))?;
+    let settings: Vec<Setting> = settings
+        .iter()
+        .filter(|s| at_root.contains(s.controller) || !is_unlimited(&s.value))
+        .cloned()
+        .collect();
+    let settings = settings.as_slice();
     let needed = controllers(settings);
     if needed.is_empty() {
         return Ok(());
@@ -350,6 +359,11 @@ pub fn apply(
         })?;
     }
     Ok(())
+}
+
+/// `max` (or `max PERIOD` for cpu.max): the kernel's default, i.e. no limit.
+fn is_unlimited(value: &str) -> bool {
+    value == "max" || value.starts_with("max ")
 }
 
 fn key_for(settings: &[Setting], controller: &str) -> String {

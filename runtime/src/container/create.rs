@@ -6,8 +6,6 @@
 //! init build the container → record `created`. Any failure undoes every earlier step.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -224,12 +222,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
                 .step("installing the device program (linux.resources.devices)")?;
         }
     }
-    let start_path = init::start_socket_path(&dir.path);
-    let start_socket = UnixListener::bind(&start_path)
-        .at(&start_path)
-        .step("creating the start socket")?;
-    std::fs::set_permissions(&start_path, std::fs::Permissions::from_mode(0o600))
-        .at(&start_path)?;
+    let start_socket = init::bind_start_socket(&dir.path).step("creating the start socket")?;
     let (console_for_init, console_for_us) = console_sockets(opts, terminal)?;
     let (parent_ch, child_ch) = sync::pair()?;
     let cgroup_fd = undo.cgroup.as_ref().map(Cgroup::open).transpose()?;

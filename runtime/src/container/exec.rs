@@ -115,46 +115,9 @@ pub fn exec(paths: &Paths, id: &str, opts: &ExecOptions) -> Result<(Pid, Option<
         }
     };
     let (parent_ch, child_ch) = sync::pair()?;
-    parent_ch.enable_sender_pids()?;
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup = cgroup_fd.as_ref().map(|c| c.as_fd());
     let stage1 = match fork_with(CloneFlags::empty(), None).step("forking to join the container")? {
-        Forked::Child if opts.detach => {
-            parent_ch.close_in_child();
-            // A detached process must not be left to the host's PID 1 when we exit (a
-            // PID 1 that does not reap would keep the container's init from ever
-            // finishing its exit). A middle process *inside* the container's PID
-            // namespace forks it and exits, so the container's init adopts it. Its host
-            // pid reaches the runtime as the sender of its first message (SO_PASSCRED).
-            let middle = setns_pidfd(pidfd.as_fd(), join)
-                .step("joining the container's namespaces")
-                .and_then(|_| {
-                    fork_with(CloneFlags::empty(), cgroup).step("forking in the container")
-                });
-            match middle {
-                Ok(Forked::Child) => match fork_with(CloneFlags::empty(), cgroup) {
-                    Ok(Forked::Child) => {
-                        let _ = child_ch.send(&Message::Pid(0));
-                        let err = run_child(&process, &linux, console_for_child, opts.preserve_fds);
-                        let _ = child_ch.send(&Message::Failed(err.to_string()));
-                        exit_child(127)
-                    }
-                    Ok(Forked::Parent(_)) => exit_child(0),
-                    Err(e) => {
-                        let _ = child_ch.send(&Message::Failed(e.to_string()));
-                        exit_child(1)
-                    }
-                },
-                Ok(Forked::Parent(middle)) => {
-                    let _ = nix::sys::wait::waitpid(middle, None);
-                    exit_child(0)
-                }
-                Err(e) => {
-                    let _ = child_ch.send(&Message::Failed(e.to_string()));
-                    exit_child(1)
-                }
-            }
-        }
         Forked::Child => {
             parent_ch.close_in_child();
             let cloned = setns_pidfd(pidfd.as_fd(), join)
@@ -181,14 +144,12 @@ pub fn exec(paths: &Paths, id: &str, opts: &ExecOptions) -> Result<(Pid, Option<
         Forked::Parent(pid) => pid,
     };
     drop(child_ch);
-    let first = parent_ch.recv_with_sender();
+    let first = parent_ch.recv();
     let _ = nix::sys::wait::waitpid(stage1, None);
     let pid = match first? {
-        // Sent by the process itself: its pid is the sender's.
-        (Some(Message::Pid(0)), Some(sender)) => Pid::from_raw(sender),
-        (Some(Message::Pid(pid)), _) if pid > 0 => Pid::from_raw(pid),
-        (Some(Message::Failed(msg)), _) => return Err(Error::Init(msg)),
-        (other, _) => return Err(Error::Init(format!("exec setup failed ({other:?})"))),
+        Some(Message::Pid(pid)) if pid > 0 => Pid::from_raw(pid),
+        Some(Message::Failed(msg)) => return Err(Error::Init(msg)),
+        other => return Err(Error::Init(format!("exec setup failed ({other:?})"))),
     };
     if let Some(adj) = process.oom_score_adj() {
         // Written from the host's /proc: the container's could be anything.

@@ -2,7 +2,6 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,9 +21,8 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
     let mut st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
     require(&st, &[Status::Created], "start it")?;
     let sock_path = crate::init::start_socket_path(&dir.path);
-    let mut conn = UnixStream::connect(&sock_path)
-        .at(&sock_path)
-        .step("reaching the container process")?;
+    let mut conn =
+        crate::init::connect_start_socket(&dir.path).step("reaching the container process")?;
     let _ = std::fs::remove_file(&sock_path);
     let mut failure = String::new();
     // EOF comes when the exec closed the (close-on-exec) connection.

@@ -148,33 +148,13 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[RawFd]) -> Sys
         .map_err(|e| SysError::new("sendmsg", "", e))
 }
 
-/// Receives one message and any descriptors sent with it. An empty payload means EOF.
-pub fn recv_with_fds(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
-    recv_message(sock, max_len).map(|(bytes, fds, _)| (bytes, fds))
-}
-
-/// Asks the kernel to attach the sender's credentials to every message `sock` receives
-/// (`SO_PASSCRED`), with the pid translated into the receiver's PID namespace.
-pub fn enable_passcred(sock: BorrowedFd<'_>) -> SysResult<()> {
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
-        .map_err(|e| SysError::new("setsockopt(SO_PASSCRED)", "", e))
-}
-
-/// Receives one message with the sender's pid (needs [`enable_passcred`]). An empty
+/// Receives one message and any descriptors sent with it (`SCM_RIGHTS`). An empty
 /// payload means EOF.
-pub fn recv_with_sender(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Option<i32>)> {
-    recv_message(sock, max_len).map(|(bytes, _, sender)| (bytes, sender))
-}
-
-/// One `recvmsg`: payload, descriptors (`SCM_RIGHTS`) and sender pid (`SCM_CREDENTIALS`).
-fn recv_message(
-    sock: BorrowedFd<'_>,
-    max_len: usize,
-) -> SysResult<(Vec<u8>, Vec<OwnedFd>, Option<i32>)> {
+pub fn recv_with_fds(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; max_len];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 8], libc::ucred);
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let (len, fds, sender) = loop {
+    let (len, fds) = loop {
         match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
@@ -185,24 +165,21 @@ fn recv_message(
             Err(e) => return Err(SysError::new("recvmsg", "", e)),
             Ok(msg) => {
                 let mut fds = Vec::new();
-                let mut sender = None;
                 for cmsg in msg.cmsgs().map_err(|e| SysError::new("recvmsg", "", e))? {
-                    match cmsg {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
                         // SAFETY: SCM_RIGHTS gave us new descriptors that nothing else owns.
-                        ControlMessageOwned::ScmRights(raw) => fds.extend(
+                        fds.extend(
                             raw.into_iter()
                                 .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        ),
-                        ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds.pid()),
-                        _ => {}
+                        );
                     }
                 }
-                break (msg.bytes, fds, sender);
+                break (msg.bytes, fds);
             }
         }
     };
     buf.truncate(len);
-    Ok((buf, fds, sender))
+    Ok((buf, fds))
 }
 
 /// Filesystem magic of the filesystem `fd` lives on (`fstatfs`).
