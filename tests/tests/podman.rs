@@ -32,8 +32,8 @@ struct Podman {
     dir: PathBuf,
     /// Unique; also the `--cgroup-parent` (relative to the cgroup2 root).
     name: String,
-    /// The runtime's `--root`: short, as `ROOT/<64-hex id>/start.sock` must fit in
-    /// sun_path (108 bytes), which a path under the VM's scratch directory would not.
+    /// The runtime's `--root`, in scratch: `ROOT/<64-hex id>/start.sock` is longer than
+    /// sun_path (108 bytes), which the runtime must handle.
     state: PathBuf,
 }
 
@@ -100,7 +100,7 @@ impl Podman {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("l4m-podman-{}-{n}", std::process::id());
         let dir = scratch().join(&name);
-        let state = PathBuf::from(format!("/run/l4m-podman/{}", &name[11..]));
+        let state = dir.join("runtime-state");
         std::fs::create_dir_all(&dir).unwrap();
         copy_busybox_rootfs(&dir.join("rootfs"));
         let (d, bin) = (dir.display(), runtime_bin());
@@ -228,7 +228,6 @@ impl Drop for Podman {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_dir("/run/l4m-podman");
     }
 }
 
