@@ -288,6 +288,12 @@ pub fn read(root: &Path, id: &str) -> Result<State> {
         return Err(Error::NotFound(id.into()));
     }
     match load_file(&dir.join(STATE_FILE))? {
+        // A `creating` whose creator is gone may just have been finished: the creator
+        // records `created` before it exits, so a second read after seeing it dead
+        // tells a finished create from a crashed one.
+        Some(state) if state.status == Status::Creating && state.status() == Status::Stopped => {
+            Ok(load_file(&dir.join(STATE_FILE))?.unwrap_or(state))
+        }
         Some(state) => Ok(state),
         None if dir.exists() => Err(Error::WrongState {
             state: "creating".into(),

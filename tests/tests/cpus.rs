@@ -170,7 +170,14 @@ fn instances_created_at_once_spread_evenly() {
         h.join().unwrap();
     }
     let placed = placements(&rt);
-    assert_eq!(placed.len(), n, "{placed:?}");
+    for i in 0..n {
+        let id = format!("burst-{i}");
+        let st = rt.state(&id);
+        assert!(
+            placed.contains_key(&id),
+            "{id} not pinned; state {st:?}; {placed:?}"
+        );
+    }
     for cpu in &cpus {
         let count = placed.values().filter(|c| **c == *cpu as u64).count();
         assert_eq!(count, 10, "CPU {cpu}: {placed:?}");

@@ -116,12 +116,16 @@ impl Pins {
         }
     }
 
-    /// Containers that still exist and are not stopped keep their entry.
+    /// Entries of containers that are gone (no state directory) or stopped are dropped;
+    /// a state that cannot be read right now (a create half-way) keeps its entry.
     fn live(&self, table: &mut Table) {
-        table.pins.retain(|id, _| {
-            crate::state::read(&self.root, id)
-                .is_ok_and(|st| st.status() != crate::state::Status::Stopped)
-        });
+        table
+            .pins
+            .retain(|id, _| match crate::state::read(&self.root, id) {
+                Ok(st) => st.status() != crate::state::Status::Stopped,
+                Err(crate::error::Error::NotFound(_)) => false,
+                Err(_) => true,
+            });
     }
 
     /// Chooses (or returns the existing) CPU of `id` among `allowed`, and records it.
