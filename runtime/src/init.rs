@@ -33,6 +33,8 @@ pub struct InitArgs<'a> {
     pub listen_fds: u32,
     /// Mounts the runtime built for init to attach.
     pub prepared: &'a rootfs::Prepared,
+    /// `linux.seccomp`, compiled by the runtime before anything existed.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 /// The program to exec, resolved during setup so that "not found" fails `create`.
@@ -40,6 +42,8 @@ pub struct Ready {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// A seccomp filter still to install, right before the exec (noNewPrivileges).
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 pub fn run(args: InitArgs<'_>) -> ! {
@@ -69,7 +73,13 @@ pub fn wait_for_start_and_exec(listener: UnixListener, ready: &Ready, preserve_f
         }
     };
     drop(listener);
-    let err = crate::process::exec(&ready.program, &ready.args, &ready.env, preserve_fds);
+    let err = crate::process::exec(
+        &ready.program,
+        &ready.args,
+        &ready.env,
+        preserve_fds,
+        ready.seccomp.as_ref(),
+    );
     let mut conn = conn;
     let _ = conn.write_all(err.to_string().as_bytes());
     exit_child(127)
@@ -115,6 +125,7 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         rootfs::bind_console(&slave)?;
     }
     crate::process::apply_limits(process, linux.personality().as_ref())?;
+    let seccomp_at_exec = crate::process::install_seccomp_early(process, args.seccomp)?;
     crate::process::become_user(process)?;
     crate::process::enter_cwd(process.cwd())?;
     let args_v = process.args().clone().unwrap_or_default();
@@ -133,6 +144,7 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         program,
         args: args_v,
         env: env_v,
+        seccomp: seccomp_at_exec.cloned(),
     })
 }
 

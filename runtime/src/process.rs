@@ -307,9 +307,33 @@ pub fn find_program(args0: &str, env: &[String]) -> Result<PathBuf> {
         })
 }
 
-/// The exec: descriptors from `3 + preserve_fds` up are closed on exec, signals are reset
-/// and the program replaces this process. Returns only on failure.
-pub fn exec(program: &Path, args: &[String], env: &[String], preserve_fds: u32) -> Error {
+/// With `noNewPrivileges: false` the filter is installed now, before the capabilities
+/// are dropped (the kernel then needs CAP_SYS_ADMIN, which init still has), as the OCI
+/// spec allows; the rest of the setup runs under it. Otherwise it is returned, to be
+/// installed last, right before the exec.
+pub fn install_seccomp_early<'a>(
+    process: &Process,
+    filter: Option<&'a crate::seccomp::Filter>,
+) -> Result<Option<&'a crate::seccomp::Filter>> {
+    match filter {
+        Some(f) if process.no_new_privileges() != Some(true) => {
+            f.install()?;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
+/// The exec: descriptors from `3 + preserve_fds` up are closed on exec, signals are reset,
+/// a pending seccomp filter is installed, and the program replaces this process. Returns
+/// only on failure.
+pub fn exec(
+    program: &Path,
+    args: &[String],
+    env: &[String],
+    preserve_fds: u32,
+    seccomp: Option<&crate::seccomp::Filter>,
+) -> Error {
     let to_c = |s: &str| {
         CString::new(s).map_err(|_| Error::config("process", format!("{s:?} contains NUL")))
     };
@@ -325,6 +349,9 @@ pub fn exec(program: &Path, args: &[String], env: &[String], preserve_fds: u32) 
         }
         crate::sys::fd::cloexec_from(3 + preserve_fds)?;
         reset_signals()?;
+        if let Some(filter) = seccomp {
+            filter.install()?;
+        }
         Ok((path, argv, envp))
     })();
     match prepared {

@@ -176,10 +176,6 @@ fn drop_unknown_capabilities(value: &mut Value) {
 /// The checks that must pass before anything is created.
 pub fn validate(bundle: &Bundle) -> Result<()> {
     let spec = &bundle.spec;
-    if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
-        // Said out loud so nobody mistakes the container for a filtered one.
-        log::warn("linux.seccomp: not enforced yet by this version (the container runs without a seccomp filter)");
-    }
     if !spec.version().starts_with("1.") {
         return Err(Error::config(
             "ociVersion",

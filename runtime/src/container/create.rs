@@ -55,6 +55,11 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         None => Vec::new(),
     };
     let pin = cgroups::pinning::wanted(&bundle.spec)?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::Filter::compile)
+        .transpose()?;
     let device_rules = cgroups::devices::rules(
         linux
             .resources()
@@ -91,6 +96,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         limits: &limits,
         device_rules: device_rules.as_deref(),
         pin,
+        seccomp: seccomp.as_ref(),
         bundle: &bundle,
         stack: stack.as_ref(),
         plan: &plan,
@@ -139,6 +145,7 @@ struct Request<'a> {
     device_rules: Option<&'a [cgroups::devices::Rule]>,
     /// `org.left4me.cpuset=auto`: choose a CPU for the container.
     pin: bool,
+    seccomp: Option<&'a crate::seccomp::Filter>,
     bundle: &'a Bundle,
     stack: Option<&'a crate::layers::Stack>,
     plan: &'a Plan,
@@ -152,6 +159,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         limits,
         device_rules,
         pin,
+        seccomp,
         bundle,
         stack,
         plan,
@@ -243,6 +251,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             preserve_fds: opts.preserve_fds + listen,
             listen_fds: listen,
             prepared: &prepared,
+            seccomp,
         })
     };
     let pid = spawn_init(dir, plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;

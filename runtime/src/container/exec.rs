@@ -116,6 +116,12 @@ pub fn exec(paths: &Paths, id: &str, opts: &ExecOptions) -> Result<(Pid, Option<
     };
     let (parent_ch, child_ch) = sync::pair()?;
     let linux = spec.linux().clone().unwrap_or_default();
+    // exec'd processes run under the container's filter too.
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::Filter::compile)
+        .transpose()?;
     let cgroup = cgroup_fd.as_ref().map(|c| c.as_fd());
     let stage1 = match fork_with(CloneFlags::empty(), None).step("forking to join the container")? {
         Forked::Child => {
@@ -127,7 +133,13 @@ pub fn exec(paths: &Paths, id: &str, opts: &ExecOptions) -> Result<(Pid, Option<
                 });
             match cloned {
                 Ok(Forked::Child) => {
-                    let err = run_child(&process, &linux, console_for_child, opts.preserve_fds);
+                    let err = run_child(
+                        &process,
+                        &linux,
+                        console_for_child,
+                        opts.preserve_fds,
+                        seccomp.as_ref(),
+                    );
                     let _ = child_ch.send(&Message::Failed(err.to_string()));
                     exit_child(127)
                 }
@@ -183,8 +195,15 @@ fn run_child(
     linux: &oci_spec::runtime::Linux,
     console: Option<OwnedFd>,
     preserve_fds: u32,
+    seccomp: Option<&crate::seccomp::Filter>,
 ) -> Error {
-    let result = (|| -> Result<(PathBuf, Vec<String>, Vec<String>)> {
+    type Prepared<'f> = (
+        PathBuf,
+        Vec<String>,
+        Vec<String>,
+        Option<&'f crate::seccomp::Filter>,
+    );
+    let result = (|| -> Result<Prepared<'_>> {
         crate::process::apply_exec_affinity(process, AffinityStage::Initial)?;
         if let Some(sock) = &console {
             let size = process
@@ -194,6 +213,7 @@ fn run_child(
             crate::console::setup_in_container(sock.as_fd(), size)?;
         }
         crate::process::apply_limits(process, linux.personality().as_ref())?;
+        let seccomp = crate::process::install_seccomp_early(process, seccomp)?;
         crate::process::become_user(process)?;
         crate::process::enter_cwd(process.cwd())?;
         let args = process.args().clone().unwrap_or_default();
@@ -203,10 +223,12 @@ fn run_child(
         );
         let program = crate::process::find_program(&args[0], &env)?;
         crate::process::apply_exec_affinity(process, AffinityStage::Final)?;
-        Ok((program, args, env))
+        Ok((program, args, env, seccomp))
     })();
     match result {
-        Ok((program, args, env)) => crate::process::exec(&program, &args, &env, preserve_fds),
+        Ok((program, args, env, seccomp)) => {
+            crate::process::exec(&program, &args, &env, preserve_fds, seccomp)
+        }
         Err(e) => e,
     }
 }

@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod fd;
 pub mod mount_api;
 pub mod process;
+pub mod seccomp;
 
 use std::fmt;
 
