@@ -363,7 +363,9 @@ pub fn default_config() -> Value {
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
                 "/proc/scsi"
             ],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "seccomp": serde_json::from_str::<Value>(crate::seccomp::profiles::DEFAULT)
+                .expect("the embedded default profile is JSON")
         }
     })
 }

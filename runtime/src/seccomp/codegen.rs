@@ -204,31 +204,40 @@ fn leaf(rules: &[Rule], arch: Arch, default: Action) -> Vec<SockFilter> {
     out
 }
 
-/// Binary search over `entries` (sorted by number); A holds the syscall number.
-fn search(entries: &[(u32, Vec<SockFilter>)], default: Action) -> Vec<SockFilter> {
-    if entries.len() <= 3 {
-        let mut out = vec![ret(default)];
-        for (nr, code) in entries.iter().rev() {
-            out = branch(JEQ_K, *nr, code.clone(), out);
+/// The number line cut into segments, each `(first number, code)`, covering 0..=u32::MAX:
+/// numbers without rules get `ret default`, and neighbours with identical code merge —
+/// an allow-list of 350 mostly contiguous syscalls becomes a few dozen segments.
+fn segments(policy: &Policy, arch: Arch) -> Vec<(u32, Vec<SockFilter>)> {
+    let default = vec![ret(policy.default)];
+    let mut out: Vec<(u32, Vec<SockFilter>)> = Vec::new();
+    let mut push = |start: u32, code: Vec<SockFilter>| match out.last() {
+        Some((_, last)) if *last == code => {}
+        _ => out.push((start, code)),
+    };
+    let mut next = 0u32;
+    for (nr, rules) in &policy.arches[&arch] {
+        if *nr > next {
+            push(next, default.clone());
         }
-        return out;
+        push(*nr, leaf(rules, arch, policy.default));
+        next = nr.saturating_add(1);
     }
-    let mid = entries.len() / 2;
-    let (low, high) = entries.split_at(mid);
-    branch(
-        JGE_K,
-        high[0].0,
-        search(high, default),
-        search(low, default),
-    )
+    push(next, default);
+    out
+}
+
+/// Binary search for the segment holding A (the syscall number).
+fn search(segs: &[(u32, Vec<SockFilter>)]) -> Vec<SockFilter> {
+    if segs.len() == 1 {
+        return segs[0].1.clone();
+    }
+    let mid = segs.len() / 2;
+    let (low, high) = segs.split_at(mid);
+    branch(JGE_K, high[0].0, search(high), search(low))
 }
 
 fn section(policy: &Policy, arch: Arch) -> Vec<SockFilter> {
-    let entries: Vec<(u32, Vec<SockFilter>)> = policy.arches[&arch]
-        .iter()
-        .map(|(nr, rules)| (*nr, leaf(rules, arch, policy.default)))
-        .collect();
-    search(&entries, policy.default)
+    search(&segments(policy, arch))
 }
 
 /// The program for `policy`.

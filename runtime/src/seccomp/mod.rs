@@ -9,6 +9,7 @@
 //! the syscall tables come from the `syscalls` crate.
 
 pub mod codegen;
+pub mod profiles;
 pub mod rules;
 
 #[cfg(test)]

@@ -278,3 +278,75 @@ fn the_kernel_accepts_the_program() {
     };
     assert_eq!(ret, 0, "{}", std::io::Error::last_os_error());
 }
+
+#[test]
+fn the_shipped_profiles_compile_and_mean_what_they_say() {
+    for (name, text) in super::profiles::SHIPPED {
+        let p = compile(serde_json::from_str(text).unwrap());
+        assert!(p.len() < super::codegen::MAX_INSNS, "{name}: {}", p.len());
+    }
+    let srcds = compile(serde_json::from_str(super::profiles::SRCDS).unwrap());
+    // i386 numbers: mount 21, ptrace 26, reboot 88, socketcall 102, mmap2 192, socket 359.
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 21, [0; 6]), EPERM);
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 26, [0; 6]), EPERM);
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 88, [0; 6]), EPERM);
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 102, [0; 6]), ALLOW);
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 192, [0; 6]), ALLOW);
+    assert_eq!(run(&srcds, AUDIT_ARCH_I386, 359, [2, 2, 0, 0, 0, 0]), ALLOW);
+    assert_eq!(
+        run(&srcds, AUDIT_ARCH_I386, 359, [16, 3, 0, 0, 0, 0]),
+        EPERM
+    );
+    // x86_64: socket 41 by family, mount 165.
+    assert_eq!(
+        run(&srcds, AUDIT_ARCH_X86_64, 41, [10, 2, 0, 0, 0, 0]),
+        ALLOW
+    );
+    assert_eq!(
+        run(&srcds, AUDIT_ARCH_X86_64, 41, [16, 3, 0, 0, 0, 0]),
+        EPERM
+    );
+    assert_eq!(run(&srcds, AUDIT_ARCH_X86_64, 165, [0; 6]), EPERM);
+    let sandbox = compile(serde_json::from_str(super::profiles::SANDBOX).unwrap());
+    // The sandbox is native only: i386 calls are an unknown architecture.
+    assert_eq!(run(&sandbox, AUDIT_ARCH_I386, 20, [0; 6]), EPERM);
+    let default = compile(serde_json::from_str(super::profiles::DEFAULT).unwrap());
+    // clone with CLONE_NEWUSER is refused, a thread's clone is not; clone3 says ENOSYS.
+    assert_eq!(
+        run(
+            &default,
+            AUDIT_ARCH_X86_64,
+            56,
+            [0x1000_0000, 0, 0, 0, 0, 0]
+        ),
+        EPERM
+    );
+    assert_eq!(
+        run(&default, AUDIT_ARCH_X86_64, 56, [0x3d0f00, 0, 0, 0, 0, 0]),
+        ALLOW
+    );
+    assert_eq!(
+        run(&default, AUDIT_ARCH_X86_64, 435, [0; 6]),
+        0x0005_0000 | 38
+    );
+}
+
+#[test]
+fn allow_lists_collapse_into_ranges() {
+    // Every x86_64 and i386 syscall allowed by name on three architectures (Docker's
+    // default profile is of this shape): contiguous numbers share one segment.
+    let mut names: Vec<String> = syscalls::x86_64::Sysno::iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    names.extend(syscalls::x86::Sysno::iter().map(|s| s.name().to_string()));
+    let p = compile(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    }));
+    assert!(p.len() < 600, "{} instructions", p.len());
+    for (name, text) in super::profiles::SHIPPED {
+        let n = compile(serde_json::from_str(text).unwrap()).len();
+        assert!(n < 1000, "{name}: {n} instructions");
+    }
+}
