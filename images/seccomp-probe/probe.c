@@ -11,7 +11,7 @@
  * invalid arguments (EINVAL). A filter shows as a different errno (EPERM by default).
  *   socket_inet_dgram socket_inet6_dgram socket_unix socket_netlink
  *   thread_getppid   getppid from a second thread
- *   x32_getppid      getpid through the x32 ABI (x86_64 builds only)
+ *   x32_getppid      getppid through the x32 ABI (x86_64 builds only)
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ld arch; for each arch: jeq AUDIT_ARCH → its section; ret <unknown-arch action>
-//! section: ld nr; [x86_64: nr ≥ X32 bit → x32 section or unknown-arch action]
+//! section: ld nr; [x86_64: nr == -1 → native; nr ≥ X32 bit → x32 section or unknown-arch]
 //!          binary search over the syscall numbers that have rules (depth log2 n)
 //!          → leaf: the syscall's rules, most restrictive first: conditions, ret action
 //!          numbers without rules, and rules that did not match → ret default
@@ -256,8 +256,16 @@ pub fn program(policy: &Policy) -> Vec<SockFilter> {
         } else {
             vec![unknown]
         };
-        let mut code = vec![stmt(LD_W_ABS, OFF_NR)];
-        code.extend(branch(JGE_K, X32_SYSCALL_BIT, x32, native));
+        // -1 is no syscall at all (a tracer skipping one, or `syscall(-1)`): it goes to
+        // the native rules and default, not to x32, as libseccomp does.
+        let mut code = vec![
+            stmt(LD_W_ABS, OFF_NR),
+            jump(JEQ_K, u32::MAX, 1, 0),
+            jump(JGE_K, X32_SYSCALL_BIT, 1, 0),
+            stmt(JA, x32.len() as u32),
+        ];
+        code.extend(x32);
+        code.extend(native);
         sections.push((AUDIT_ARCH_X86_64, code));
     }
     if has(Arch::X86) {

@@ -118,12 +118,18 @@ pub struct Policy {
     pub flags: u32,
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, field: &str) -> Result<Action> {
+/// `field` names the action, `errno_field` its errno (`defaultErrnoRet` / `errnoRet`).
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    field: &str,
+    errno_field: &str,
+) -> Result<Action> {
     let data = |default: u16| -> Result<u16> {
         match errno {
             None => Ok(default),
             Some(e) => u16::try_from(e)
-                .map_err(|_| Error::config(field, format!("errnoRet {e} does not fit 16 bits"))),
+                .map_err(|_| Error::config(errno_field, format!("{e} does not fit 16 bits"))),
         }
     };
     Ok(match a {
@@ -178,6 +184,7 @@ pub fn policy(seccomp: &LinuxSeccomp) -> Result<Policy> {
         seccomp.default_action(),
         seccomp.default_errno_ret(),
         &format!("{base}.defaultAction"),
+        &format!("{base}.defaultErrnoRet"),
     )?;
     let mut flags = 0;
     for f in seccomp.flags().iter().flatten() {
@@ -198,7 +205,12 @@ pub fn policy(seccomp: &LinuxSeccomp) -> Result<Policy> {
         arch_list.iter().map(|a| (*a, BTreeMap::new())).collect();
     for (i, sc) in seccomp.syscalls().iter().flatten().enumerate() {
         let field = format!("{base}.syscalls[{i}]");
-        let act = action(sc.action(), sc.errno_ret(), &field)?;
+        let act = action(
+            sc.action(),
+            sc.errno_ret(),
+            &format!("{field}.action"),
+            &format!("{field}.errnoRet"),
+        )?;
         let mut conds = Vec::new();
         for (j, arg) in sc.args().iter().flatten().enumerate() {
             if arg.index() > 5 {
@@ -305,7 +317,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 70000}),
-                "linux.seccomp.defaultAction",
+                "linux.seccomp.defaultErrnoRet",
             ),
             (
                 serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}),

@@ -350,3 +350,17 @@ fn allow_lists_collapse_into_ranges() {
         assert!(n < 1000, "{name}: {n} instructions");
     }
 }
+
+#[test]
+fn syscall_minus_one_is_not_an_x32_call() {
+    // A tracer skipping a call sets it to -1; that must meet the default, not a kill.
+    let p = compile(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO"}]
+    }));
+    assert_eq!(run(&p, AUDIT_ARCH_X86_64, u32::MAX, [0; 6]), ALLOW);
+    assert_eq!(
+        run(&p, AUDIT_ARCH_X86_64, 110 | X32_SYSCALL_BIT, [0; 6]),
+        KILL_PROCESS
+    );
+}
