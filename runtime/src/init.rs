@@ -44,6 +44,10 @@ pub struct Ready {
     pub env: Vec<String>,
     /// A seccomp filter still to install, right before the exec (noNewPrivileges).
     pub seccomp: Option<crate::seccomp::Filter>,
+    /// startContainer hooks, run after `start` and right before the exec, and the
+    /// state document they get.
+    pub start_hooks: Vec<oci_spec::runtime::Hook>,
+    pub state: Option<serde_json::Value>,
 }
 
 pub fn run(args: InitArgs<'_>) -> ! {
@@ -73,6 +77,22 @@ pub fn wait_for_start_and_exec(listener: UnixListener, ready: &Ready, preserve_f
         }
     };
     drop(listener);
+    if !ready.start_hooks.is_empty() {
+        let state = crate::hooks::state_for(
+            ready.state.clone().unwrap_or_default(),
+            crate::hooks::Stage::StartContainer,
+            None,
+        );
+        if let Err(e) = crate::hooks::run(
+            crate::hooks::Stage::StartContainer,
+            &ready.start_hooks,
+            &state,
+        ) {
+            let mut conn = conn;
+            let _ = conn.write_all(e.to_string().as_bytes());
+            exit_child(1)
+        }
+    }
     let err = crate::process::exec(
         &ready.program,
         &ready.args,
@@ -103,6 +123,28 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
     if let Some(name) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
         crate::sys::process::set_domainname(name)?;
     }
+    // The hooks' point: the runtime runs prestart and createRuntime hooks, then this
+    // process runs createContainer hooks in the container's namespaces, before pivot_root.
+    let state: std::cell::RefCell<Option<serde_json::Value>> = Default::default();
+    let run_hooks = || -> Result<()> {
+        args.channel.send(&Message::Hooks)?;
+        let text = match args.channel.recv()? {
+            Some(Message::HooksDone(text)) => text,
+            Some(Message::Failed(msg)) => return Err(crate::error::Error::Init(msg)),
+            other => {
+                return Err(crate::error::Error::Init(format!(
+                    "unexpected sync message {other:?} at the hooks"
+                )))
+            }
+        };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| crate::error::Error::Init(format!("hook state: {e}")))?;
+        let stage = crate::hooks::Stage::CreateContainer;
+        crate::hooks::run(stage, &stage.hooks(spec), &value)?;
+        *state.borrow_mut() = Some(value);
+        Ok(())
+    };
+    let hooks_wanted = crate::hooks::any_before_start(spec);
     let env = rootfs::Env {
         bundle: args.bundle,
         in_userns: args.plan.user,
@@ -110,9 +152,11 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         cgroup_dir: args.cgroup_dir.as_deref(),
         no_pivot: args.no_pivot,
         prepared: args.prepared,
+        before_pivot: if hooks_wanted { Some(&run_hooks) } else { None },
     };
     let steps = rootfs::plan(&env)?;
     rootfs::setup(&env, &steps).step("preparing the rootfs")?;
+    let state = state.into_inner();
     if process.terminal() == Some(true) {
         let socket = args.console_socket.as_ref().ok_or_else(|| {
             crate::error::Error::Usage("process.terminal needs --console-socket".into())
@@ -145,6 +189,8 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         args: args_v,
         env: env_v,
         seccomp: seccomp_at_exec.cloned(),
+        start_hooks: crate::hooks::Stage::StartContainer.hooks(spec),
+        state,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod console;
 pub mod container;
 pub mod error;
 pub mod exe_guard;
+pub mod hooks;
 pub mod idblocks;
 pub mod idmap;
 pub mod init;

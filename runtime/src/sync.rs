@@ -21,6 +21,11 @@ pub enum Message {
     Ready,
     /// Child → runtime: setup failed (already formatted as `step: cause`).
     Failed(String),
+    /// Init → runtime: the mounts are made, pivot_root is next: run the prestart and
+    /// createRuntime hooks.
+    Hooks,
+    /// Runtime → init: they passed; the state document for the container's own hooks.
+    HooksDone(String),
 }
 
 pub struct Channel {

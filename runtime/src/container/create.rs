@@ -89,6 +89,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     let mut undo = Undo {
         cgroup: None,
         init: None,
+        poststop: None,
         pinned: None,
     };
     let request = Request {
@@ -117,6 +118,8 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
 struct Undo {
     cgroup: Option<Cgroup>,
     init: Option<Pid>,
+    /// Once hooks have started, a failure ends with the poststop hooks (OCI lifecycle).
+    poststop: Option<(Vec<oci_spec::runtime::Hook>, serde_json::Value)>,
     /// The state root whose pinning table has an entry for the id.
     pinned: Option<(std::path::PathBuf, String)>,
 }
@@ -134,6 +137,9 @@ impl Undo {
         }
         if let Some((root, id)) = self.pinned {
             let _ = cgroups::pinning::Pins::new(&root).release(&id);
+        }
+        if let Some((hooks, state)) = self.poststop {
+            let _ = crate::hooks::run(crate::hooks::Stage::Poststop, &hooks, &state);
         }
     }
 }
@@ -278,6 +284,9 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     st.init = Some(ProcessId::of(pid)?);
     dir.save(&st)?;
     parent_ch.send(&Message::Go)?;
+    if crate::hooks::any_before_start(&bundle.spec) {
+        run_runtime_hooks(&parent_ch, &st, pid, bundle, undo)?;
+    }
     parent_ch.expect_ready()?;
     let console = match console_for_us {
         Some(sock) => Some(crate::console::receive(sock.as_fd())?),
@@ -403,4 +412,39 @@ fn pin_cpu(dir: &StateDir, id: &str, group: &Path) -> Result<usize> {
     let allowed = cgroups::pinning::allowed_cpus(group)?;
     let topo = cgroups::pinning::Topology::read(Path::new(cgroups::pinning::SYSFS_CPU), &allowed);
     cgroups::pinning::Pins::new(&state_root(dir)).assign(id, &allowed, &topo)
+}
+
+/// At init's hook point (mounts made, pivot_root next): the prestart and createRuntime
+/// hooks run here, in the runtime's namespaces; init then runs createContainer hooks.
+fn run_runtime_hooks(
+    channel: &sync::Channel,
+    st: &State,
+    pid: Pid,
+    bundle: &Bundle,
+    undo: &mut Undo,
+) -> Result<()> {
+    match channel.recv()? {
+        Some(Message::Hooks) => {}
+        Some(Message::Failed(msg)) => return Err(Error::Init(msg)),
+        other => {
+            return Err(Error::Init(format!(
+                "expected the hook point, got {other:?}"
+            )))
+        }
+    }
+    use crate::hooks::{state_for, Stage};
+    let base = st.oci_json();
+    undo.poststop = Some((
+        Stage::Poststop.hooks(&bundle.spec),
+        state_for(base.clone(), Stage::Poststop, None),
+    ));
+    for stage in [Stage::Prestart, Stage::CreateRuntime] {
+        let state = state_for(base.clone(), stage, Some(pid.as_raw()));
+        if let Err(e) = crate::hooks::run(stage, &stage.hooks(&bundle.spec), &state) {
+            let _ = channel.send(&Message::Failed(e.to_string()));
+            return Err(e);
+        }
+    }
+    let state = state_for(base, Stage::CreateContainer, Some(pid.as_raw()));
+    channel.send(&Message::HooksDone(state.to_string()))
 }

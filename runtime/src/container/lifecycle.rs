@@ -33,7 +33,17 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
         return Err(Error::Init(failure)).step("starting the container process");
     }
     st.status = Status::Running;
-    dir.save(&st).step("recording state")
+    dir.save(&st).step("recording state")?;
+    // poststart: after the user process started, before `start` returns; failures warn.
+    if let Ok(spec) = super::load_snapshot(paths, id) {
+        use crate::hooks::{state_for, Stage};
+        let hooks = Stage::Poststart.hooks(&spec);
+        if !hooks.is_empty() {
+            let state = state_for(st.oci_json(), Stage::Poststart, None);
+            crate::hooks::run(Stage::Poststart, &hooks, &state)?;
+        }
+    }
+    Ok(())
 }
 
 /// `update`: applies new `linux.resources` values to the container's group and records
@@ -180,8 +190,15 @@ pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
         Err(Error::NotFound(_)) if force => return Ok(()),
         other => other?,
     };
+    // poststop hooks run once the container is gone, before `delete` returns.
+    let poststop = super::load_snapshot(paths, id)
+        .ok()
+        .map(|spec| crate::hooks::Stage::Poststop.hooks(&spec))
+        .filter(|h| !h.is_empty());
+    let mut last_state = None;
     // No state file: a create that crashed before recording anything.
     if let Some(st) = dir.load().unwrap_or(None) {
+        last_state = Some(st.oci_json());
         let status = st.status();
         if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(Error::WrongState {
@@ -194,7 +211,16 @@ pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
     crate::cgroups::pinning::Pins::new(&paths.root)
         .release(id)
         .step("releasing the pinned CPU")?;
-    dir.remove().step("removing the state directory")
+    dir.remove().step("removing the state directory")?;
+    if let (Some(hooks), Some(state)) = (poststop, last_state) {
+        use crate::hooks::{state_for, Stage};
+        crate::hooks::run(
+            Stage::Poststop,
+            &hooks,
+            &state_for(state, Stage::Poststop, None),
+        )?;
+    }
+    Ok(())
 }
 
 /// Kills every process of the container, waits for init to exit, removes the cgroup.

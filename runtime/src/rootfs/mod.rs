@@ -56,6 +56,8 @@ pub struct Env<'a> {
     pub cgroup_dir: Option<&'a Path>,
     pub no_pivot: bool,
     pub prepared: &'a Prepared,
+    /// Called right before pivot_root (the hooks' point in the OCI lifecycle).
+    pub before_pivot: Option<&'a dyn Fn() -> Result<()>>,
 }
 
 /// Mounts the runtime builds detached, on the host, before init exists: they need
@@ -311,8 +313,18 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                 paths::ensure_in_root(root_fd()?, cwd, Kind::Dir)
                     .step_with(|| format!("process.cwd {}", cwd.display()))?;
             }
-            Step::PivotRoot => mount_api::pivot_into(root_fd()?).step("pivot_root")?,
-            Step::MoveRoot => mount_api::move_root(root_fd()?).step("moving the rootfs to /")?,
+            Step::PivotRoot => {
+                if let Some(hooks) = env.before_pivot {
+                    hooks()?;
+                }
+                mount_api::pivot_into(root_fd()?).step("pivot_root")?
+            }
+            Step::MoveRoot => {
+                if let Some(hooks) = env.before_pivot {
+                    hooks()?;
+                }
+                mount_api::move_root(root_fd()?).step("moving the rootfs to /")?
+            }
             Step::RootPropagation(p, recursive) => {
                 mount_api::set_propagation_path(Path::new("/"), *p, *recursive)
                     .step("linux.rootfsPropagation")?
@@ -431,6 +443,7 @@ mod tests {
             cgroup_dir: None,
             no_pivot: false,
             prepared: &Prepared::default(),
+            before_pivot: None,
         };
         let steps = plan(&env).unwrap();
         assert_eq!(steps[0], Step::IsolatePropagation(Propagation::Slave));
@@ -459,6 +472,7 @@ mod tests {
             cgroup_dir: None,
             no_pivot: true,
             prepared: &Prepared::default(),
+            before_pivot: None,
         };
         let steps = plan(&env).unwrap();
         assert!(!steps
