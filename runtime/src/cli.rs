@@ -108,6 +108,8 @@ pub enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// Edit a bundle's config.json (validated, atomic, unknown fields and key order kept).
+    Config(crate::edit::cli::ConfigArgs),
     /// The CPU topology and which pinned container (org.left4me.cpuset=auto) sits where.
     Cpus {
         #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
@@ -268,6 +270,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Events { .. } => "events",
             Command::Cpus { .. } => "cpus",
+            Command::Config(_) => "config",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod console;
 pub mod container;
+pub mod edit;
 pub mod error;
 pub mod exe_guard;
 pub mod hooks;

@@ -81,6 +81,12 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Update(args) => lifecycle::update(&paths, &args.id, &update_changes(args)?)?,
         Command::Resume { id } => lifecycle::resume(&paths, id)?,
         Command::Cpus { format } => print_cpus(&paths, *format)?,
+        Command::Config(args) => {
+            if let Some(text) = left4me_runtime::edit::cli::run(args)? {
+                print!("{}", text.trim_end_matches('\n'));
+                println!();
+            }
+        }
         Command::Events {
             stats,
             interval,

@@ -100,12 +100,17 @@ impl Bundle {
         let text = std::fs::read_to_string(&path).at(&path)?;
         let raw: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(format!("{}: (json)", path.display()), e))?;
-        let spec = parse_value(raw.clone()).map_err(|e| match e {
+        Self::from_value(dir, raw).map_err(|e| match e {
             Error::Config { field, message } => {
                 Error::config(format!("{}: {field}", path.display()), message)
             }
             other => other,
-        })?;
+        })
+    }
+
+    /// A bundle in `dir` (canonical) whose config.json holds `raw`, validated.
+    pub fn from_value(dir: std::path::PathBuf, raw: Value) -> Result<Bundle> {
+        let spec = parse_value(raw.clone())?;
         let root = spec
             .root()
             .as_ref()
