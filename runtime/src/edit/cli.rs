@@ -100,7 +100,7 @@ pub enum ConfigOp {
         stage: String,
         #[arg(long)]
         path: String,
-        #[arg(long = "arg")]
+        #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
         #[arg(long)]
         env: Vec<String>,
@@ -162,10 +162,13 @@ pub fn run(args: &ConfigArgs) -> Result<Option<String>> {
             };
             let problems = super::problems(&doc, bundle);
             if problems.is_empty() {
-                Ok(None)
-            } else {
-                Err(Error::Usage(problems.join("\n")))
+                return Ok(None);
             }
+            // Every problem on stdout, one per line; the error itself stays one line.
+            for p in &problems {
+                println!("{p}");
+            }
+            Err(Error::Usage(format!("{} problem(s) found", problems.len())))
         }
         ConfigOp::Set {
             path,

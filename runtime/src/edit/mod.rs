@@ -139,8 +139,8 @@ pub fn apply(
     let problems = problems(&doc, bundle);
     if !problems.is_empty() {
         return Err(Error::Usage(format!(
-            "the edit would make the config invalid, nothing was changed:\n  {}",
-            problems.join("\n  ")
+            "the edit would make the config invalid, nothing was changed: {}",
+            problems.join("; ")
         )));
     }
     let out = render(&doc, &indentation(&text));
