@@ -311,3 +311,67 @@ fn concurrent_edits_neither_tear_nor_lose() {
         );
     }
 }
+
+#[test]
+fn layer_and_userns_helpers() {
+    if !can_run() {
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    for l in ["installation", "overlays/1", "overlays/2"] {
+        std::fs::create_dir_all(b.dir.join("store").join(l)).unwrap();
+    }
+    let layers = r#"{"store": "store", "allowedRoots": ["installation", "overlays"], "lower": [{"path": "installation"}]}"#;
+    ok(&config(&b, &["set", "left4me.layers", layers]));
+    ok(&config(&b, &["layer", "add", "overlays/1"]));
+    ok(&config(
+        &b,
+        &["layer", "add", "overlays/2", "--position", "1"],
+    ));
+    let order = |b: &Bundle| -> Vec<String> {
+        read(b).1["left4me"]["layers"]["lower"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(order(&b), ["overlays/1", "overlays/2", "installation"]);
+    ok(&config(
+        &b,
+        &["layer", "move", "installation", "--position", "0"],
+    ));
+    assert_eq!(order(&b), ["installation", "overlays/1", "overlays/2"]);
+    ok(&config(&b, &["layer", "remove", "overlays/1"]));
+    assert_eq!(order(&b), ["installation", "overlays/2"]);
+    // References are checked against the store: a missing layer is refused.
+    fails_with(&config(&b, &["layer", "add", "overlays/9"]), "overlays/9");
+    fails_with(&config(&b, &["layer", "add", "../etc"]), "..");
+    assert_eq!(order(&b), ["installation", "overlays/2"]);
+    ok(&config(
+        &b,
+        &[
+            "userns",
+            "--uid",
+            "0:100000:65536",
+            "--gid",
+            "0:100000:65536",
+        ],
+    ));
+    let (_, doc) = read(&b);
+    assert_eq!(
+        doc["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}])
+    );
+    let user_ns = doc["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "user")
+        .count();
+    assert_eq!(user_ns, 1);
+    fails_with(
+        &config(&b, &["userns", "--uid", "0:1", "--gid", "0:1:1"]),
+        "CONTAINER:HOST:SIZE",
+    );
+}

@@ -91,6 +91,23 @@ pub enum ConfigOp {
         #[arg(long, value_delimiter = ',')]
         options: Vec<String>,
     },
+    /// left4me.layers: `layer add PATH [--position N]` (0 = top), `layer remove PATH`,
+    /// `layer move PATH --position N`, `layer store DIR`.
+    Layer {
+        #[arg(value_parser = ["add", "remove", "move", "store"])]
+        action: String,
+        path: String,
+        #[arg(long)]
+        position: Option<usize>,
+    },
+    /// User namespace mappings: `userns --uid C:H:N [--uid ...] --gid C:H:N [...]`
+    /// (adds a user namespace if the config has none).
+    Userns {
+        #[arg(long, required = true)]
+        uid: Vec<String>,
+        #[arg(long, required = true)]
+        gid: Vec<String>,
+    },
     /// hooks: `hook add --stage S --path P [--arg A]... [--env K=V]... [--timeout N]`,
     /// `hook remove --stage S --path P`.
     Hook {
@@ -253,6 +270,44 @@ pub fn run(args: &ConfigArgs) -> Result<Option<String>> {
                 json!({"destination": destination, "type": kind, "source": source, "options": options}),
             )
         }),
+        ConfigOp::Layer {
+            action,
+            path,
+            position,
+        } => apply(&t, dry, |d| layer(d, action, path, *position)),
+        ConfigOp::Userns { uid, gid } => {
+            let parse = |list: &[String]| -> Result<Value> {
+                list.iter()
+                    .map(|m| {
+                        let parts: Vec<u32> = m
+                            .split(':')
+                            .map(|n| n.parse::<u32>())
+                            .collect::<std::result::Result<_, _>>()
+                            .map_err(|_| {
+                                Error::Usage(format!("{m:?}: expected CONTAINER:HOST:SIZE"))
+                            })?;
+                        match parts[..] {
+                            [c, h, n] => Ok(json!({"containerID": c, "hostID": h, "size": n})),
+                            _ => Err(Error::Usage(format!("{m:?}: expected CONTAINER:HOST:SIZE"))),
+                        }
+                    })
+                    .collect::<Result<Vec<Value>>>()
+                    .map(Value::Array)
+            };
+            let (uids, gids) = (parse(uid)?, parse(gid)?);
+            apply(&t, dry, |d| {
+                set(d, "linux.uidMappings", uids)?;
+                set(d, "linux.gidMappings", gids)?;
+                let has_user = d
+                    .pointer("/linux/namespaces")
+                    .and_then(Value::as_array)
+                    .is_some_and(|n| n.iter().any(|x| x["type"] == "user"));
+                if !has_user {
+                    append(d, "linux.namespaces", json!({"type": "user"}))?;
+                }
+                Ok(())
+            })
+        }
         ConfigOp::Hook {
             action,
             stage,
@@ -279,5 +334,43 @@ pub fn run(args: &ConfigArgs) -> Result<Option<String>> {
             }
             append(d, &format!("hooks.{stage}"), hook)
         }),
+    }
+}
+
+/// The `layer` helper on `left4me.layers` (lower[0] is the top layer).
+fn layer(d: &mut Value, action: &str, path: &str, position: Option<usize>) -> Result<()> {
+    if action == "store" {
+        return set(d, "left4me.layers.store", json!(path));
+    }
+    let found = d
+        .pointer("/left4me/layers/lower")
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().position(|x| x["path"] == json!(path)));
+    match (action, found) {
+        ("add", Some(_)) => Err(Error::Usage(format!("layer {path}: already in the stack"))),
+        ("add", None) => {
+            append(d, "left4me.layers.lower", json!({"path": path}))?;
+            let lower = d
+                .pointer_mut("/left4me/layers/lower")
+                .and_then(Value::as_array_mut)
+                .expect("just appended");
+            let item = lower.pop().expect("just appended");
+            let at = position.unwrap_or(0).min(lower.len());
+            lower.insert(at, item);
+            Ok(())
+        }
+        (_, None) => Err(Error::Usage(format!("layer {path}: not in the stack"))),
+        ("remove", Some(i)) => remove_at(d, "left4me.layers.lower", i),
+        (_, Some(i)) => {
+            let to = position.ok_or_else(|| Error::Usage("layer move needs --position".into()))?;
+            let lower = d
+                .pointer_mut("/left4me/layers/lower")
+                .and_then(Value::as_array_mut)
+                .expect("found above");
+            let item = lower.remove(i);
+            let at = to.min(lower.len());
+            lower.insert(at, item);
+            Ok(())
+        }
     }
 }
