@@ -95,16 +95,33 @@ fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
     cmd.stdin(Stdio::piped())
         .stdout(out.try_clone().map_err(|e| e.to_string())?)
         .stderr(err.try_clone().map_err(|e| e.to_string())?);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin may close it early: that is its business.
-        let _ = stdin.write_all(state.as_bytes());
-    }
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+    // The state is fed without blocking, inside the wait loop: a hook that never reads
+    // a state bigger than the pipe must still meet its timeout.
+    let mut stdin = child.stdin.take();
+    if let Some(s) = &stdin {
+        let _ = nix::fcntl::fcntl(
+            s,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    let mut fed = 0usize;
     let status = loop {
+        if let Some(s) = stdin.as_mut() {
+            match s.write(&state.as_bytes()[fed..]) {
+                Ok(n) => fed += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A hook that closes its stdin early: that is its business.
+                Err(_) => fed = state.len(),
+            }
+            if fed >= state.len() {
+                stdin = None;
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) => {}

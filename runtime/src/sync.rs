@@ -52,7 +52,9 @@ impl Channel {
 
     /// The next message, or `None` when the other side closed its end (exited).
     pub fn recv(&self) -> Result<Option<Message>> {
-        let (bytes, _) = recv_with_fds(self.fd.as_fd(), 64 * 1024)?;
+        // Messages carry state documents of any size (annotations): read the whole packet.
+        let len = crate::sys::fd::next_packet_len(self.fd.as_fd())?;
+        let (bytes, _) = recv_with_fds(self.fd.as_fd(), len)?;
         if bytes.is_empty() {
             return Ok(None);
         }

@@ -39,7 +39,9 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
         use crate::hooks::{state_for, Stage};
         let hooks = Stage::Poststart.hooks(&spec);
         if !hooks.is_empty() {
-            let state = state_for(st.oci_json(), Stage::Poststart, None);
+            // The process may already have exited: the document still names it.
+            let pid = st.init.map(|i| i.pid);
+            let state = state_for(st.oci_json(), Stage::Poststart, pid);
             crate::hooks::run(Stage::Poststart, &hooks, &state)?;
         }
     }

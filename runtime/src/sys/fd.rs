@@ -148,10 +148,26 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[RawFd]) -> Sys
         .map_err(|e| SysError::new("sendmsg", "", e))
 }
 
+/// The size of the next packet on a SOCK_SEQPACKET socket, without taking it
+/// (`MSG_PEEK | MSG_TRUNC`; no control buffer, so no descriptor is received twice).
+pub fn next_packet_len(sock: BorrowedFd<'_>) -> SysResult<usize> {
+    loop {
+        match nix::sys::socket::recv(
+            sock.as_raw_fd(),
+            &mut [0u8; 1],
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map_err(|e| SysError::new("recv(MSG_PEEK)", "", e)),
+        }
+    }
+}
+
 /// Receives one message and any descriptors sent with it (`SCM_RIGHTS`). An empty
-/// payload means EOF.
+/// payload means EOF. On a SOCK_SEQPACKET socket a message longer than `max_len` would
+/// be cut silently: pass [`next_packet_len`].
 pub fn recv_with_fds(sock: BorrowedFd<'_>, max_len: usize) -> SysResult<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; max_len];
+    let mut buf = vec![0u8; max_len.max(1)];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let (len, fds) = loop {
