@@ -375,3 +375,56 @@ fn layer_and_userns_helpers() {
         "CONTAINER:HOST:SIZE",
     );
 }
+
+/// runc's `spec` output (runc 1.1.5, tab-indented) and the config.json podman 4.3 wrote
+/// for a `run --rootfs` (compact), as generated on this project's machine.
+#[test]
+fn runc_and_podman_configs_keep_everything_but_the_edit() {
+    if !can_run() {
+        return;
+    }
+    for name in ["runc-spec", "podman-config"] {
+        let fixture = workspace().join(format!("tests/fixtures/{name}.json"));
+        let original = std::fs::read_to_string(&fixture).unwrap();
+        let file = scratch().join(format!("cfg-{name}-{}.json", std::process::id()));
+        std::fs::create_dir_all(scratch()).unwrap();
+        std::fs::write(&file, &original).unwrap();
+        let edit = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(runtime_bin());
+            cmd.arg("config").arg("--file").arg(&file).args(args);
+            ok(&run_captured(&mut cmd))
+        };
+        edit(&[
+            "set",
+            "process.args",
+            r#"["srcds_run","-game","left4dead2"]"#,
+        ]);
+        edit(&["env", "set", "LEFT4ME=1"]);
+        edit(&["annotation", "set", "org.left4me.cpuset", "auto"]);
+        let before: Value = serde_json::from_str(&original).unwrap();
+        let after: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut expected = before.clone();
+        expected["process"]["args"] = json!(["srcds_run", "-game", "left4dead2"]);
+        expected["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("LEFT4ME=1"));
+        if expected.get("annotations").is_none() {
+            expected["annotations"] = json!({});
+        }
+        expected["annotations"]["org.left4me.cpuset"] = json!("auto");
+        assert_eq!(after, expected, "{name}");
+        let (mut k_before, mut k_after) = (Vec::new(), Vec::new());
+        key_order(&expected, "", &mut k_before);
+        key_order(&after, "", &mut k_after);
+        assert_eq!(k_after, k_before, "{name}: key order");
+        if original.contains("\n\t") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                text.contains("\n\t\"process\": {"),
+                "{name}: indentation lost"
+            );
+        }
+        std::fs::remove_file(&file).unwrap();
+    }
+}
