@@ -18,6 +18,7 @@ pub mod init;
 pub mod layers;
 pub mod log;
 pub mod namespaces;
+pub mod notify;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -240,6 +240,11 @@ fn run(
         return Err(e);
     }
     let Some(signals) = signals else { return Ok(0) };
+    // Type=notify units: ready once the container's process runs. A failure to notify
+    // is reported but does not stop the game server.
+    if let Err(e) = left4me_runtime::notify::ready() {
+        log::warn(&format!("sd_notify READY=1: {e}"));
+    }
     let code = supervise::supervise(&signals, created.init.pid(), created.console);
     report_oom(paths, id);
     if !keep {

@@ -97,3 +97,37 @@ fn same_id_twice_is_refused() {
     fails_with(&rt.create(&b, "dup"), "already exists");
     assert_eq!(rt.status("dup").as_deref(), Some("created"));
 }
+
+/// `Type=notify` units: `run` sends READY=1 (with its own pid as MAINPID) on
+/// NOTIFY_SOCKET once the container's process runs, and not before.
+#[test]
+fn run_notifies_systemd_when_the_process_runs() {
+    if !can_run() {
+        return;
+    }
+    let dir = scratch().join(format!("notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let rt = Runtime::new();
+    // Runs until the test lets it go (the rootfs is the host's directory).
+    let b = Bundle::shell("until [ -e /go ]; do sleep 0.1; done");
+    let mut cmd = rt.command();
+    cmd.args(["run", "--bundle", b.dir.to_str().unwrap(), "notify-run"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 60 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(msg, format!("READY=1\nMAINPID={}", child.id()));
+    // By then the container's process exists and runs.
+    assert_eq!(rt.status("notify-run").as_deref(), Some("running"));
+    std::fs::write(b.rootfs().join("go"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

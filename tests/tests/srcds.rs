@@ -11,8 +11,33 @@ use std::time::{Duration, Instant};
 use left4me_runtime_tests::*;
 use serde_json::json;
 
-/// The layer store, built once by images/srcds-standin/build.sh.
+/// The layer store, built once by images/srcds-standin/build.sh. With LEFT4ME_SCRATCH
+/// (the VM's tmpfs) it is copied there: the VM sees the source tree over 9p, where
+/// idmapped mounts do not exist.
 fn store() -> PathBuf {
+    static STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let built = build_store();
+            if std::env::var_os("LEFT4ME_SCRATCH").is_none() {
+                return built;
+            }
+            let copy = scratch().join("l4d2-store");
+            let _ = std::fs::remove_dir_all(&copy);
+            std::fs::create_dir_all(scratch()).unwrap();
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(&built)
+                .arg(&copy)
+                .status()
+                .unwrap();
+            assert!(st.success(), "copying the store to scratch");
+            copy
+        })
+        .clone()
+}
+
+fn build_store() -> PathBuf {
     let out = std::env::var_os("LEFT4ME_L4D2_STORE")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("images/out/l4d2-store"));
