@@ -172,6 +172,10 @@ pub enum Command {
         /// Keep the container after it exits (default: delete it).
         #[arg(long)]
         keep: bool,
+        /// Wall-time limit in the foreground (e.g. 1h, 90s): then the whole container is
+        /// killed and the runtime says so.
+        #[arg(long)]
+        timeout: Option<String>,
         id: String,
     },
     /// Print the OCI state of a container.

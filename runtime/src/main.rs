@@ -96,7 +96,12 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             if *stats {
                 events::stats_once(&paths, id, &mut out)?
             } else {
-                events::stream(&paths, id, events::parse_interval(interval)?, &mut out)?
+                events::stream(
+                    &paths,
+                    id,
+                    events::parse_duration("--interval", interval)?,
+                    &mut out,
+                )?
             }
         }
         Command::Run {
@@ -107,9 +112,19 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             no_pivot,
             preserve_fds,
             keep,
+            timeout,
             id,
             ..
         } => {
+            let limit = timeout
+                .as_deref()
+                .map(|t| events::parse_duration("--timeout", t))
+                .transpose()?;
+            if limit.is_some() && *detach {
+                return Err(Error::Usage(
+                    "--timeout needs the foreground (not --detach)".into(),
+                ));
+            }
             let opts = create::CreateOptions {
                 bundle: bundle.clone(),
                 pid_file: pid_file.clone(),
@@ -118,7 +133,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 preserve_fds: *preserve_fds,
                 own_console: !*detach && console_socket.is_none(),
             };
-            return run(&paths, id, &opts, *detach, *keep);
+            return run(&paths, id, &opts, *detach, *keep, limit);
         }
         Command::State { id } => {
             let v = info::state_json(&paths, id)?;
@@ -180,7 +195,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             };
             let (pid, console) = exec::exec(&paths, id, &opts)?;
             if let Some(signals) = signals {
-                return Ok(supervise::supervise(&signals, pid, console)? as u8);
+                return Ok(supervise::supervise(&signals, pid, console, None)?.code as u8);
             }
         }
         Command::Layers(LayersCommand::Check { bundle, format }) => {
@@ -228,6 +243,7 @@ fn run(
     opts: &create::CreateOptions,
     detach: bool,
     keep: bool,
+    limit: Option<std::time::Duration>,
 ) -> Result<u8> {
     let signals = if detach {
         None
@@ -245,7 +261,21 @@ fn run(
     if let Err(e) = left4me_runtime::notify::ready() {
         log::warn(&format!("sd_notify READY=1: {e}"));
     }
-    let code = supervise::supervise(&signals, created.init.pid(), created.console);
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
+    let outcome = supervise::supervise(&signals, created.init.pid(), created.console, deadline);
+    if matches!(outcome, Ok(o) if o.timed_out) {
+        // Everything left in the group goes too (processes outside init's namespace).
+        let _ = lifecycle::kill(paths, id, nix::sys::signal::Signal::SIGKILL, true);
+        let line = format!(
+            "container {id}: killed after its wall-time limit of {:?} (--timeout)",
+            limit.unwrap_or_default()
+        );
+        eprintln!("left4me-runtime: {line}");
+        if log::has_file() {
+            log::warn(&line);
+        }
+    }
+    let code = outcome.map(|o| o.code);
     report_oom(paths, id);
     if !keep {
         lifecycle::delete(paths, id, true)?;

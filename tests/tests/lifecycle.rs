@@ -131,3 +131,42 @@ fn run_notifies_systemd_when_the_process_runs() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `run --timeout`: the whole container is killed at the wall-time limit (a child
+/// forked away keeps nothing alive) and the runtime says so in one line.
+#[test]
+fn run_timeout_kills_the_whole_container_and_says_so() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::shell("sleep 300 & sleep 300");
+    let started = std::time::Instant::now();
+    let out = rt.cmd(&[
+        "run",
+        "--timeout",
+        "2s",
+        "--bundle",
+        b.dir.to_str().unwrap(),
+        "timeout-run",
+    ]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("container timeout-run: killed after its wall-time limit of 2s (--timeout)"),
+        "{err}"
+    );
+    assert!(rt.state("timeout-run").is_none(), "container left behind");
+    fails_with(
+        &rt.cmd(&[
+            "run",
+            "--timeout",
+            "soon",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+            "timeout-bad",
+        ]),
+        "--timeout \"soon\"",
+    );
+}

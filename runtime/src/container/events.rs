@@ -17,9 +17,10 @@ use crate::cgroups::stats;
 use crate::error::{Error, IoContext, Result};
 use crate::state::{self, Status};
 
-/// Go-style durations as runc takes them: `5s`, `250ms`, `1m`, `1h`, or bare seconds.
-pub fn parse_interval(text: &str) -> Result<Duration> {
-    let bad = || Error::Usage(format!("--interval {text:?}: expected e.g. 5s, 250ms, 1m"));
+/// Go-style durations as runc takes them: `5s`, `250ms`, `1m`, `1h`, or bare seconds;
+/// `flag` names the option in errors.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
+    let bad = || Error::Usage(format!("{flag} {text:?}: expected e.g. 5s, 250ms, 1m"));
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
@@ -117,12 +118,24 @@ mod tests {
 
     #[test]
     fn intervals_parse_like_runc() {
-        assert_eq!(parse_interval("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_interval("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_interval("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_interval("0s").is_err());
-        assert!(parse_interval("5x").is_err());
-        assert!(parse_interval("").is_err());
+        assert_eq!(
+            parse_duration("--interval", "5s").unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse_duration("--interval", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("--interval", "1m").unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_duration("--interval", "2").unwrap(),
+            Duration::from_secs(2)
+        );
+        assert!(parse_duration("--interval", "0s").is_err());
+        assert!(parse_duration("--interval", "5x").is_err());
+        assert!(parse_duration("--interval", "").is_err());
     }
 }

@@ -49,8 +49,24 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Waits for `pid` (a child of this process) while forwarding signals and the terminal.
-pub fn supervise(signals: &SignalFd, pid: Pid, console: Option<OwnedFd>) -> Result<i32> {
+/// How the supervised process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit status (128+N for signal N).
+    pub code: i32,
+    /// The wall-time limit passed and the process was killed.
+    pub timed_out: bool,
+}
+
+/// Waits for `pid` (a child of this process) while forwarding signals and the terminal;
+/// at `deadline`, kills it with SIGKILL (init's death ends its whole PID namespace).
+pub fn supervise(
+    signals: &SignalFd,
+    pid: Pid,
+    console: Option<OwnedFd>,
+    deadline: Option<std::time::Instant>,
+) -> Result<Outcome> {
+    let mut timed_out = false;
     let _raw = console.as_ref().map(|_| RawMode::enter());
     if let Some(master) = &console {
         copy_winsize(master.as_fd());
@@ -65,7 +81,7 @@ pub fn supervise(signals: &SignalFd, pid: Pid, console: Option<OwnedFd>) -> Resu
                     if let Some(master) = &console {
                         drain(master);
                     }
-                    return Ok(code);
+                    return Ok(Outcome { code, timed_out });
                 }
             }
             Err(Errno::EINTR) => continue,
@@ -80,7 +96,20 @@ pub fn supervise(signals: &SignalFd, pid: Pid, console: Option<OwnedFd>) -> Resu
                 fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = match deadline.filter(|_| !timed_out) {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    timed_out = true;
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    continue;
+                }
+                PollTimeout::try_from(left.min(std::time::Duration::from_secs(60)))
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut fds, timeout) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(SysError::new("poll", "", e).into()),
             Ok(_) => {}
