@@ -708,3 +708,71 @@ fn masked_and_readonly_symlinks_resolve_inside_the_root() {
     assert_no_host_mounts(&host);
     assert_eq!(std::fs::read(in_root(&b, mask_abs)).unwrap(), b"INROOT1");
 }
+
+/// `org.left4me.network=public-only`: connect() and UDP sends to private ranges are
+/// refused (EPERM) while other destinations go out. Everything happens between two
+/// network namespaces this test creates: 198.51.100.1 (a documentation range standing
+/// in for "the internet") and 10.199.0.1 (a private one) both belong to the test's own
+/// veth peer; nothing listens, so an allowed connection is answered "refused".
+#[test]
+fn public_only_refuses_private_destinations() {
+    if !can_run() {
+        return;
+    }
+    let tag = std::process::id();
+    let (cns, pns) = (format!("l4m-nd-c-{tag}"), format!("l4m-nd-p-{tag}"));
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&format!(
+        "ip netns add {cns} && ip netns add {pns} && \
+         ip link add l4mnd{tag} netns {cns} type veth peer name l4mpd{tag} netns {pns} && \
+         ip -n {cns} addr add 10.199.0.2/24 dev l4mnd{tag} && ip -n {cns} addr add 198.51.100.2/24 dev l4mnd{tag} && \
+         ip -n {pns} addr add 10.199.0.1/24 dev l4mpd{tag} && ip -n {pns} addr add 198.51.100.1/24 dev l4mpd{tag} && \
+         ip -n {cns} link set l4mnd{tag} up && ip -n {pns} link set l4mpd{tag} up && ip -n {cns} link set lo up"
+    ));
+    let probe = "for a in 198.51.100.1 10.199.0.1 127.0.0.1; do \
+                 r=$(nc -w 3 $a 8080 </dev/null 2>&1); \
+                 case \"$r\" in *'not permitted'*) echo $a=denied;; *refused*) echo $a=allowed;; *) echo \"$a=other:$r\";; esac; done; \
+                 r=$(timeout 2 tftp -g -r x -l /dev/null 10.199.0.1 2>&1); \
+                 case \"$r\" in *'not permitted'*) echo udp=denied;; *) echo udp=other;; esac";
+    let run = |public_only: bool| {
+        let mut b = Bundle::shell(probe);
+        b.edit(|c| {
+            for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if ns["type"] == "network" {
+                    ns["path"] = json!(format!("/run/netns/{cns}"));
+                }
+            }
+            if public_only {
+                c["annotations"] = json!({"org.left4me.network": "public-only"});
+            }
+        });
+        ok(&Runtime::new().run(&b, &format!("netdeny-{public_only}")))
+    };
+    let open = run(false);
+    let closed = run(true);
+    sh(&format!("ip netns del {cns}; ip netns del {pns}"));
+    assert!(
+        open.contains("10.199.0.1=allowed")
+            && open.contains("127.0.0.1=allowed")
+            && open.contains("udp=other"),
+        "{open}"
+    );
+    for line in [
+        "198.51.100.1=allowed",
+        "10.199.0.1=denied",
+        "127.0.0.1=denied",
+        "udp=denied",
+    ] {
+        assert!(
+            closed.lines().any(|l| l == line),
+            "{line} missing:\n{closed}"
+        );
+    }
+}

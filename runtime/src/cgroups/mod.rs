@@ -6,6 +6,7 @@
 //! killed as a unit, and the init process is cloned straight into it.
 
 pub mod devices;
+pub mod netdeny;
 pub mod pinning;
 pub mod resources;
 pub mod stats;

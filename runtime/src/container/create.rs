@@ -55,6 +55,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         None => Vec::new(),
     };
     let pin = cgroups::pinning::wanted(&bundle.spec)?;
+    let public_only = cgroups::netdeny::wanted(&bundle.spec)?;
     let seccomp = linux
         .seccomp()
         .as_ref()
@@ -97,6 +98,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         limits: &limits,
         device_rules: device_rules.as_deref(),
         pin,
+        public_only,
         seccomp: seccomp.as_ref(),
         bundle: &bundle,
         stack: stack.as_ref(),
@@ -151,6 +153,8 @@ struct Request<'a> {
     device_rules: Option<&'a [cgroups::devices::Rule]>,
     /// `org.left4me.cpuset=auto`: choose a CPU for the container.
     pin: bool,
+    /// `org.left4me.network=public-only`: refuse private destinations.
+    public_only: bool,
     seccomp: Option<&'a crate::seccomp::Filter>,
     bundle: &'a Bundle,
     stack: Option<&'a crate::layers::Stack>,
@@ -165,6 +169,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         limits,
         device_rules,
         pin,
+        public_only,
         seccomp,
         bundle,
         stack,
@@ -180,7 +185,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             linux.cgroups_path().as_deref(),
             id,
         )?),
-        None if !limits.is_empty() || device_rules.is_some() || pin => {
+        None if !limits.is_empty() || device_rules.is_some() || pin || public_only => {
             return Err(Error::Unsupported(
                 "linux.resources: the host has no cgroup2 hierarchy to apply limits in".into(),
             ))
@@ -234,6 +239,11 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             let cg = undo.cgroup.as_ref().expect("just set");
             cgroups::devices::install(&cg.dir, rules)
                 .step("installing the device program (linux.resources.devices)")?;
+        }
+        if public_only {
+            let cg = undo.cgroup.as_ref().expect("just set");
+            cgroups::netdeny::install(&cg.dir)
+                .step("installing the network deny list (org.left4me.network)")?;
         }
     }
     let start_socket = init::bind_start_socket(&dir.path).step("creating the start socket")?;

@@ -75,6 +75,7 @@ pub fn problems(doc: &Value, bundle: Option<&Path>) -> Vec<String> {
         }
     }
     check(crate::cgroups::pinning::wanted(&spec).map(drop));
+    check(crate::cgroups::netdeny::wanted(&spec).map(drop));
     check(crate::layers::LayersConfig::from_config(doc).map(drop));
     check(crate::idblocks::AutoUserns::from_config(doc).map(drop));
     if let Some(dir) = bundle {

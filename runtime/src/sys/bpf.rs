@@ -14,7 +14,17 @@ const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_PROG_QUERY: libc::c_long = 16;
 
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_CGROUP_DEVICE: u32 = 6;
+
+/// Where a `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockAddrHook {
+    Inet4Connect = 10,
+    Inet6Connect = 11,
+    Udp4Sendmsg = 14,
+    Udp6Sendmsg = 15,
+}
 const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
 
 /// One eBPF instruction (`struct bpf_insn`).
@@ -52,6 +62,8 @@ struct ProgLoadAttr {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
 }
 
 #[repr(C)]
@@ -98,6 +110,39 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T, call: &'static str, target: &str) -> 
 /// Loads a `BPF_PROG_TYPE_CGROUP_DEVICE` program; on a verifier rejection the error's
 /// target carries the verifier log, which says which instruction is wrong.
 pub fn load_device_program(insns: &[Insn], name: &str) -> SysResult<OwnedFd> {
+    load(BPF_PROG_TYPE_CGROUP_DEVICE, 0, insns, name)
+}
+
+/// Loads a `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` program for `hook`.
+pub fn load_sock_addr_program(
+    insns: &[Insn],
+    hook: SockAddrHook,
+    name: &str,
+) -> SysResult<OwnedFd> {
+    load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, hook as u32, insns, name)
+}
+
+/// Attaches a socket-address program to a cgroup2 directory, next to any already there.
+pub fn attach_sock_addr_program(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    hook: SockAddrHook,
+) -> SysResult<()> {
+    let mut attr = AttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: hook as u32,
+        attach_flags: BPF_F_ALLOW_MULTI,
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr, "bpf(BPF_PROG_ATTACH)", "cgroup").map(drop)
+}
+
+fn load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[Insn],
+    name: &str,
+) -> SysResult<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut prog_name = [0u8; 16];
@@ -105,7 +150,8 @@ pub fn load_device_program(insns: &[Insn], name: &str) -> SysResult<OwnedFd> {
         *dst = src;
     }
     let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        prog_type,
+        expected_attach_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
