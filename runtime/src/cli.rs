@@ -56,6 +56,28 @@ pub enum LayersCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Turn a left4me instance spec (spec.yaml) into a game-server bundle.
+    Init {
+        name: String,
+        #[arg(long)]
+        spec: PathBuf,
+        /// The layer store (installation/, overlays/, the system layer).
+        #[arg(long)]
+        store: PathBuf,
+        /// Where instance bundles live.
+        #[arg(long, default_value = "/var/lib/left4me/instances")]
+        instances: PathBuf,
+        /// The host service user the game runs as (uid = gid).
+        #[arg(long, default_value_t = 980)]
+        uid: u32,
+        /// The store layer holding the system under the installation.
+        #[arg(long, default_value = "base")]
+        system: String,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
     pub id: String,
@@ -108,6 +130,9 @@ pub enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// left4me game-server instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
     /// Edit a bundle's config.json (validated, atomic, unknown fields and key order kept).
     Config(crate::edit::cli::ConfigArgs),
     /// The CPU topology and which pinned container (org.left4me.cpuset=auto) sits where.
@@ -275,6 +300,7 @@ impl Command {
             Command::Events { .. } => "events",
             Command::Cpus { .. } => "cpus",
             Command::Config(_) => "config",
+            Command::Instance(_) => "instance init",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",

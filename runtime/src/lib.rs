@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod idblocks;
 pub mod idmap;
 pub mod init;
+pub mod instance;
 pub mod layers;
 pub mod log;
 pub mod namespaces;

@@ -81,6 +81,24 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Update(args) => lifecycle::update(&paths, &args.id, &update_changes(args)?)?,
         Command::Resume { id } => lifecycle::resume(&paths, id)?,
         Command::Cpus { format } => print_cpus(&paths, *format)?,
+        Command::Instance(cli::InstanceCommand::Init {
+            name,
+            spec,
+            store,
+            instances,
+            uid,
+            system,
+        }) => {
+            let dir = left4me_runtime::instance::init(&left4me_runtime::instance::InitOptions {
+                name: name.clone(),
+                spec: spec.clone(),
+                store: store.clone(),
+                instances: instances.clone(),
+                uid: *uid,
+                system: Some(system.clone()).filter(|s| !s.is_empty()),
+            })?;
+            println!("{}", dir.display());
+        }
         Command::Config(args) => {
             if let Some(text) = left4me_runtime::edit::cli::run(args)? {
                 print!("{}", text.trim_end_matches('\n'));

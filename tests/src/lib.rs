@@ -353,3 +353,74 @@ pub fn wait_for(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached within 120 s");
 }
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What python-a2s (the third-party client from PyPI) sees of the game server on
+/// 127.0.0.1:`port`, retried until it answers, `limit` passes or `server` exits.
+pub fn a2s_info(
+    port: u16,
+    limit: std::time::Duration,
+    server: &mut std::process::Child,
+) -> Option<Value> {
+    let script = "import a2s, json, sys\n\
+                  i = a2s.info(('127.0.0.1', int(sys.argv[1])), timeout=1.0)\n\
+                  print(json.dumps({'name': i.server_name, 'map': i.map_name, 'folder': i.folder, \
+                  'app_id': i.app_id, 'port': i.port, 'dedicated': i.server_type}))";
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline && matches!(server.try_wait(), Ok(None)) {
+        let out = Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .output()
+            .expect("python3");
+        if out.status.success() {
+            return Some(serde_json::from_slice(&out.stdout).unwrap());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("ModuleNotFoundError"),
+            "python-a2s is not installed (hack/install-deps installs it): {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    None
+}
+
+/// The stand-in game's layer store (images/srcds-standin/build.sh, built once). With
+/// LEFT4ME_SCRATCH (the VM's tmpfs) a copy there is used: the VM sees the source tree
+/// over 9p, where idmapped mounts do not exist.
+pub fn l4d2_store() -> PathBuf {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let built = workspace().join("images/out/l4d2-store");
+            let st = Command::new(workspace().join("images/srcds-standin/build.sh"))
+                .arg(busybox_rootfs())
+                .arg(&built)
+                .stdout(Stdio::null())
+                .status()
+                .expect("running images/srcds-standin/build.sh");
+            assert!(st.success(), "building the stand-in store");
+            if std::env::var_os("LEFT4ME_SCRATCH").is_none() {
+                return built;
+            }
+            let copy = scratch().join(unique("l4d2-store"));
+            std::fs::create_dir_all(scratch()).unwrap();
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(&built)
+                .arg(&copy)
+                .status()
+                .unwrap();
+            assert!(st.success(), "copying the store to scratch");
+            copy
+        })
+        .clone()
+}

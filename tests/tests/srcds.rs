@@ -4,66 +4,14 @@
 //! no_new_privs, the `srcds` seccomp profile (x86_64 + i386), host network. A
 //! third-party client (python-a2s from PyPI) queries it over loopback only.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use left4me_runtime_tests::*;
 use serde_json::json;
 
-/// The layer store, built once by images/srcds-standin/build.sh. With LEFT4ME_SCRATCH
-/// (the VM's tmpfs) it is copied there: the VM sees the source tree over 9p, where
-/// idmapped mounts do not exist.
-fn store() -> PathBuf {
-    static STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    STORE
-        .get_or_init(|| {
-            let built = build_store();
-            if std::env::var_os("LEFT4ME_SCRATCH").is_none() {
-                return built;
-            }
-            let copy = scratch().join("l4d2-store");
-            let _ = std::fs::remove_dir_all(&copy);
-            std::fs::create_dir_all(scratch()).unwrap();
-            let st = Command::new("cp")
-                .arg("-a")
-                .arg(&built)
-                .arg(&copy)
-                .status()
-                .unwrap();
-            assert!(st.success(), "copying the store to scratch");
-            copy
-        })
-        .clone()
-}
-
-fn build_store() -> PathBuf {
-    let out = std::env::var_os("LEFT4ME_L4D2_STORE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("images/out/l4d2-store"));
-    if std::env::var_os("LEFT4ME_L4D2_STORE").is_none() {
-        let st = Command::new(workspace().join("images/srcds-standin/build.sh"))
-            .arg(busybox_rootfs())
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the srcds store");
-    }
-    out
-}
-
-/// A free UDP port on loopback.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn instance_bundle(port: u16) -> Bundle {
-    let store = store();
+    let store = l4d2_store();
     let mut b = Bundle::new(&[
         "/srcds_run",
         "-game",
@@ -105,42 +53,12 @@ fn instance_bundle(port: u16) -> Bundle {
     b
 }
 
-/// python-a2s's view of the server, retried until it answers, `limit` passes or the
-/// server's `run` exits.
-fn a2s_info(
-    port: u16,
-    limit: Duration,
-    server: &mut std::process::Child,
-) -> Option<serde_json::Value> {
-    let script = "import a2s, json, sys\n\
-                  i = a2s.info(('127.0.0.1', int(sys.argv[1])), timeout=1.0)\n\
-                  print(json.dumps({'name': i.server_name, 'map': i.map_name, 'folder': i.folder, \
-                  'app_id': i.app_id, 'port': i.port, 'dedicated': i.server_type}))";
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline && matches!(server.try_wait(), Ok(None)) {
-        let out = Command::new("python3")
-            .args(["-c", script, &port.to_string()])
-            .output()
-            .expect("python3 (hack/install-deps installs python-a2s)");
-        if out.status.success() {
-            return Some(serde_json::from_slice(&out.stdout).unwrap());
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !err.contains("ModuleNotFoundError"),
-            "python-a2s is not installed (hack/install-deps installs it): {err}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
-}
-
 #[test]
 fn the_instance_answers_a2s_with_its_staged_config_and_stops_on_sigint() {
     if !can_run() {
         return;
     }
-    let port = free_port();
+    let port = free_udp_port();
     let b = instance_bundle(port);
     let rt = Runtime::new();
     let log = b.dir.join("run.out");
@@ -180,7 +98,7 @@ fn the_instance_answers_a2s_with_its_staged_config_and_stops_on_sigint() {
     let upper_log = b.dir.join("upper/left4dead2/logs/a2s.log");
     let text = std::fs::read_to_string(&upper_log).unwrap();
     assert!(text.contains("A2S_INFO from 127.0.0.1"), "{text}");
-    assert!(!store().join("installation/left4dead2/logs").exists());
+    assert!(!l4d2_store().join("installation/left4dead2/logs").exists());
     // SIGINT (the unit's KillSignal) stops it cleanly well within 15 s.
     let stopped = Instant::now();
     nix_kill(child.id(), libc::SIGINT);
