@@ -9,6 +9,8 @@
  *   - binds UDP ip:port and answers Source engine A2S_INFO queries, with the challenge
  *     handshake servers have required since 2020 (S2C_CHALLENGE 'A', then the info);
  *   - appends one line per query to DIR/logs/a2s.log;
+ *   - like the real server, says it falls back to LAN-only without
+ *     $HOME/.steam/sdk32/steamclient.so (Steam registration needs it);
  *   - exits 0 within a second of SIGINT or SIGTERM.
  */
 #define _GNU_SOURCE
@@ -109,6 +111,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "+servercfgfile") || !strcmp(a, "+exec")) { cfg = next; i++; }
     }
     read_cfg(cfg, 0);
+    const char *home = getenv("HOME");
+    char steamclient[512];
+    snprintf(steamclient, sizeof steamclient, "%s/.steam/sdk32/steamclient.so", home ? home : "");
+    if (access(steamclient, R_OK) != 0)
+        printf("srcds stand-in: %s missing: LAN only, no Steam registration\n", steamclient);
+    else
+        printf("srcds stand-in: steamclient.so found\n");
     if (map_arg[0]) memcpy(map, map_arg, sizeof map);
 
     struct sigaction sa;

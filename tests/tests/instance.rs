@@ -157,9 +157,10 @@ fn the_instance_runs_answers_a2s_and_keeps_its_upper_layer_across_restarts() {
     let rt = Runtime::new();
     for round in 1..=2 {
         let mut run = rt.command();
+        let out_file = dir.join(format!("run{round}.out"));
         run.args(["run", "--bundle", inst.to_str().unwrap(), "beta"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out_file).unwrap())
             .stderr(std::fs::File::create(dir.join("run.err")).unwrap());
         let mut child = run.spawn().unwrap();
         let info = a2s_info(port, Duration::from_secs(60), &mut child).unwrap_or_else(|| {
@@ -182,6 +183,9 @@ fn the_instance_runs_answers_a2s_and_keeps_its_upper_layer_across_restarts() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert_eq!(status.code(), Some(0));
+        // ~/.steam/sdk32 is there: no LAN-only fallback.
+        let out = std::fs::read_to_string(&out_file).unwrap();
+        assert!(out.contains("steamclient.so found"), "{out}");
         // The log lives in the instance's upper layer and grows across restarts.
         let log = std::fs::read_to_string(inst.join("upper/left4dead2/logs/a2s.log")).unwrap();
         let answered = log.lines().filter(|l| l.contains("A2S_INFO from")).count();
