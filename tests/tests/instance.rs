@@ -193,3 +193,44 @@ fn the_instance_runs_answers_a2s_and_keeps_its_upper_layer_across_restarts() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The unit template passes systemd's own checker (systemd is not PID 1 on the test
+/// machines, so the unit itself cannot be started here).
+#[test]
+fn the_unit_template_passes_systemd_analyze_verify() {
+    if !can_run() {
+        return;
+    }
+    let dir = scratch().join(format!("unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text =
+        std::fs::read_to_string(workspace().join("bundles/l4d2-instance/left4me-server@.service"))
+            .unwrap();
+    for needle in [
+        "Type=notify",
+        "Delegate=yes",
+        "KillSignal=SIGINT",
+        "TimeoutStopSec=15s",
+        "Restart=on-failure",
+    ] {
+        assert!(text.contains(needle), "{needle} missing");
+    }
+    // The runtime path is checked to exist and be executable: point it at this build.
+    let text = text.replace(
+        "/usr/local/bin/left4me-runtime",
+        runtime_bin().to_str().unwrap(),
+    );
+    let unit = dir.join("left4me-server@demo.service");
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("left4me-server"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
