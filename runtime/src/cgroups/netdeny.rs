@@ -57,9 +57,10 @@ const CTX: u8 = 1;
 const ADDR: u8 = 2;
 const TMP: u8 = 3;
 
-/// Appends the v4 checks on `ADDR`; each match jumps to the deny label, patched later.
-fn v4_checks(p: &mut Vec<Insn>, deny_jumps: &mut Vec<usize>) {
-    for (mask, value) in V4_DENY {
+/// Appends `(mask, value)` checks on `ADDR`; each match jumps to the deny label,
+/// patched later.
+fn range_checks(p: &mut Vec<Insn>, deny_jumps: &mut Vec<usize>, ranges: &[(u32, u32)]) {
+    for &(mask, value) in ranges {
         p.push(Insn::new(MOV32_X, TMP, ADDR, 0, 0));
         p.push(Insn::new(AND32_K, TMP, 0, 0, mask as i32));
         deny_jumps.push(p.len());
@@ -83,7 +84,7 @@ fn finish(mut p: Vec<Insn>, deny_jumps: Vec<usize>) -> Vec<Insn> {
 pub fn program_v4() -> Vec<Insn> {
     let mut p = vec![Insn::new(LDX_W, ADDR, CTX, 4, 0)]; // user_ip4
     let mut deny = Vec::new();
-    v4_checks(&mut p, &mut deny);
+    range_checks(&mut p, &mut deny, &V4_DENY);
     finish(p, deny)
 }
 
@@ -92,12 +93,7 @@ pub fn program_v6() -> Vec<Insn> {
     let mut p = Vec::new();
     let mut deny = Vec::new();
     p.push(Insn::new(LDX_W, ADDR, CTX, 8, 0)); // user_ip6[0]
-    for (mask, value) in V6_DENY {
-        p.push(Insn::new(MOV32_X, TMP, ADDR, 0, 0));
-        p.push(Insn::new(AND32_K, TMP, 0, 0, mask as i32));
-        deny.push(p.len());
-        p.push(Insn::new(JEQ32_K, TMP, 0, 0, value as i32));
-    }
+    range_checks(&mut p, &mut deny, &V6_DENY);
     // Below: only addresses whose first three words are 0, 0, and 0 or ffff.
     let mut to_allow = Vec::new();
     to_allow.push(p.len());
@@ -121,7 +117,7 @@ pub fn program_v6() -> Vec<Insn> {
     p.push(Insn::new(JA, 0, 0, 0, 0));
     let v4_start = p.len();
     p[mapped].off = (v4_start - mapped - 1) as i16;
-    v4_checks(&mut p, &mut deny);
+    range_checks(&mut p, &mut deny, &V4_DENY);
     let allow = p.len();
     for i in to_allow {
         p[i].off = (allow - i - 1) as i16;

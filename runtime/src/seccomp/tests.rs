@@ -261,22 +261,7 @@ fn the_kernel_accepts_the_program() {
         "syscalls": [{"names": ["read", "write", "kill"], "action": "SCMP_ACT_ALLOW",
                       "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_LE"}]}]
     }));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let fprog = libc::sock_fprog {
-        len: p.len() as u16,
-        filter: p.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: fprog points at p, alive for the call; the kernel copies the program.
-    let ret = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as u32,
-        )
-    };
-    assert_eq!(ret, 0, "{}", std::io::Error::last_os_error());
+    crate::sys::seccomp::check_program(&p).unwrap();
 }
 
 #[test]

@@ -53,6 +53,38 @@ pub fn install_filter(program: &[SockFilter], flags: u32) -> SysResult<()> {
     Ok(())
 }
 
+/// Runs `program` through the kernel's classic-BPF checker without installing it
+/// anywhere that matters: it is attached to a throwaway socket (no privilege needed).
+pub fn check_program(program: &[SockFilter]) -> SysResult<()> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| {
+        super::SysError::new(
+            "socket",
+            "check",
+            super::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })?;
+    let prog = SockFprog {
+        len: program.len() as u16,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: prog points at `program`, alive for the call; the kernel copies it.
+    let ret = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog as *const SockFprog as *const libc::c_void,
+            std::mem::size_of::<SockFprog>() as libc::socklen_t,
+        )
+    };
+    check(
+        ret as libc::c_long,
+        "setsockopt(SO_ATTACH_FILTER)",
+        format!("{} instructions", program.len()),
+    )
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
