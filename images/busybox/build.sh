@@ -7,6 +7,7 @@
 # Idempotent: OUTDIR is rebuilt only when busybox or this script changed, and it is
 # replaced atomically (built beside it, then renamed), so a crash never leaves half a rootfs.
 set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
 
 out=${1:?usage: $0 OUTDIR}
 busybox=${BUSYBOX:-/bin/busybox}
@@ -17,15 +18,10 @@ if ldd "$busybox" >/dev/null 2>&1; then
 fi
 
 stamp="$(cat "$busybox" "$0" | sha256sum | cut -d" " -f1)"
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
-  echo "$out is up to date"
-  exit 0
-fi
+up_to_date "$out" "$stamp"
 
-mkdir -p "$(dirname "$out")"
-tmp=$(mktemp -d "$(dirname "$out")/.busybox-build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-chmod 0755 "$tmp"
+start_build "$out" busybox
+tmp=$build_tmp
 
 mkdir -p "$tmp"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,etc,root,run,var/tmp,home/user,tmp}
 chmod 1777 "$tmp/tmp" "$tmp/var/tmp"
@@ -56,15 +52,4 @@ chown 1000:1000 "$tmp/home/user"
 echo "left4me" >"$tmp/etc/hostname"
 : >"$tmp/etc/resolv.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$tmp/etc/hosts"
-echo "$stamp" >"$tmp/.stamp"
-
-if [ -e "$out" ]; then
-  old="$out.old.$$"
-  mv "$out" "$old"
-  mv "$tmp" "$out"
-  rm -rf "$old"
-else
-  mv "$tmp" "$out"
-fi
-trap - EXIT
-echo "built $out"
+publish "$out" "$stamp"

@@ -7,17 +7,13 @@
 #                      (the demo bundle idmaps it 981 -> 980)
 # usage: images/demo-store/build.sh BUSYBOX_ROOTFS OUTDIR   (idempotent, atomic rename)
 set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
 rootfs=${1:?usage: $0 BUSYBOX_ROOTFS OUTDIR}
 out=${2:?usage: $0 BUSYBOX_ROOTFS OUTDIR}
 stamp="$(cat "$rootfs/.stamp" 2>/dev/null || echo none)-$(sha256sum "$0" | cut -d' ' -f1)"
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
-  echo "$out is up to date"
-  exit 0
-fi
-mkdir -p "$(dirname "$out")"
-tmp=$(mktemp -d "$(dirname "$out")/.store-build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-chmod 0755 "$tmp"
+up_to_date "$out" "$stamp"
+start_build "$out" store
+tmp=$build_tmp
 cp -a "$rootfs" "$tmp/installation"
 rm -f "$tmp/installation/.stamp"
 echo "installation motd (hidden by the maps overlay)" >"$tmp/installation/etc/motd"
@@ -30,13 +26,4 @@ echo "welcome to the left4me demo (from overlays/maps)" >"$tmp/overlays/maps/etc
 echo "c1m1_hotel" >"$tmp/overlays/maps/left4dead2/addons/maps.txt"
 echo "sourcemod plugin" >"$tmp/overlays/plugins/left4dead2/addons/sourcemod/plugin.smx"
 chown -R 981:981 "$tmp/overlays/plugins"
-echo "$stamp" >"$tmp/.stamp"
-if [ -e "$out" ]; then
-  mv "$out" "$out.old.$$"
-  mv "$tmp" "$out"
-  rm -rf "$out.old.$$"
-else
-  mv "$tmp" "$out"
-fi
-trap - EXIT
-echo "built $out"
+publish "$out" "$stamp"

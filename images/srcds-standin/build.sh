@@ -11,18 +11,14 @@
 #                          left4dead2/cfg/server.cfg with a hostname, exec'ing server_map.cfg
 # usage: images/srcds-standin/build.sh BUSYBOX_ROOTFS OUTDIR   (idempotent, atomic rename)
 set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
 rootfs=${1:?usage: $0 BUSYBOX_ROOTFS OUTDIR}
 out=${2:?usage: $0 BUSYBOX_ROOTFS OUTDIR}
 here=$(cd "$(dirname "$0")" && pwd)
 stamp="$(cat "$rootfs/.stamp" 2>/dev/null || echo none)-$(cat "$0" "$here/srcds_linux.c" "$here/srcds_run" | sha256sum | cut -d' ' -f1)"
-if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
-  echo "$out is up to date"
-  exit 0
-fi
-mkdir -p "$(dirname "$out")"
-tmp=$(mktemp -d "$(dirname "$out")/.srcds-build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-chmod 0755 "$tmp"
+up_to_date "$out" "$stamp"
+start_build "$out" srcds
+tmp=$build_tmp
 cp -a "$rootfs" "$tmp/base"
 rm -f "$tmp/base/.stamp"
 inst="$tmp/installation"
@@ -42,13 +38,4 @@ mkdir -p "$config/left4dead2/cfg"
 printf 'hostname "left4me test server"\nsv_cheats 0\nexec server_map.cfg\n' \
   >"$config/left4dead2/cfg/server.cfg"
 chown -R 981:981 "$config"
-echo "$stamp" >"$tmp/.stamp"
-if [ -e "$out" ]; then
-  mv "$out" "$out.old.$$"
-  mv "$tmp" "$out"
-  rm -rf "$out.old.$$"
-else
-  mv "$tmp" "$out"
-fi
-trap - EXIT
-echo "built $out"
+publish "$out" "$stamp"
