@@ -57,6 +57,56 @@ pub enum LayersCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run a bash script in the script sandbox to fill an overlay directory; limits
+    /// default to bundles/script-sandbox/config.json (left4me's).
+    Build {
+        /// The script (bind-mounted read-only at /script.sh, run by /bin/bash).
+        #[arg(long)]
+        script: PathBuf,
+        /// The overlay directory (created for --uid if missing; /overlay, the cwd).
+        #[arg(long)]
+        overlay: PathBuf,
+        /// The sandbox's resolver configuration (/etc/resolv.conf inside).
+        #[arg(long, default_value = "/etc/left4me/sandbox-resolv.conf")]
+        resolv_conf: PathBuf,
+        /// The build's container id (default: build-PID).
+        #[arg(long)]
+        id: Option<String>,
+        /// The host uid and gid the script runs as.
+        #[arg(long, default_value_t = 981)]
+        uid: u32,
+        /// Wall-time limit (e.g. 1h, 90s).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Memory limit, no swap (e.g. 4G).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Task (process and thread) limit.
+        #[arg(long)]
+        tasks: Option<i64>,
+        /// CPU limit in percent of one CPU (200: two CPUs' worth).
+        #[arg(long)]
+        cpu_percent: Option<u32>,
+        /// CPUs to build on (left4me: the system cores), e.g. 0,4.
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Disk the overlay may use after the build (e.g. 20G).
+        #[arg(long)]
+        size_limit: Option<String>,
+        /// An absolute cgroup to build in (default: beside the runtime's own group).
+        #[arg(long)]
+        cgroup_parent: Option<String>,
+        /// Build without the limits this host's cgroup2 hierarchy cannot enforce.
+        #[arg(long)]
+        skip_unavailable_limits: bool,
+        /// Where the build's bundle is written while it runs.
+        #[arg(long, default_value = "/run/left4me-runtime-sandbox")]
+        work: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
     /// Turn a left4me instance spec (spec.yaml) into a game-server bundle.
     Init {
@@ -133,6 +183,9 @@ pub enum Command {
     /// left4me game-server instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// left4me's script sandbox: build an overlay from a user's bash script.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Edit a bundle's config.json (validated, atomic, unknown fields and key order kept).
     Config(crate::edit::cli::ConfigArgs),
     /// The CPU topology and which pinned container (org.left4me.cpuset=auto) sits where.
@@ -301,6 +354,7 @@ impl Command {
             Command::Cpus { .. } => "cpus",
             Command::Config(_) => "config",
             Command::Instance(_) => "instance init",
+            Command::Sandbox(_) => "sandbox build",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",
@@ -312,7 +366,10 @@ impl Command {
     pub fn enters_container(&self) -> bool {
         matches!(
             self,
-            Command::Create { .. } | Command::Run { .. } | Command::Exec { .. }
+            Command::Create { .. }
+                | Command::Run { .. }
+                | Command::Exec { .. }
+                | Command::Sandbox(_)
         )
     }
 }

@@ -45,6 +45,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A sandbox build that a limit ended or that produced an unusable overlay.
+    #[error("{0}")]
+    Build(String),
+
     /// `step: cause`, where step is what the runtime was doing.
     #[error("{step}: {source}")]
     Step {

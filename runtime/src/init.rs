@@ -230,14 +230,16 @@ pub fn start_socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(crate::state::START_SOCKET)
 }
 
-/// Runs `f` with an address for the start socket that fits `sun_path` (108 bytes): the
-/// path itself, or — under a long `--root` with podman's 64-character ids — the same
-/// file reached through `/proc/self/fd/N` of the opened state directory.
-fn with_socket_address<T>(
+/// Runs `f` with an address for the socket `name` in the state directory that fits
+/// `sun_path` (108 bytes): the path itself, or — under a long `--root` with podman's
+/// 64-character ids — the same file reached through `/proc/self/fd/N` of the opened
+/// state directory.
+pub fn with_socket_address<T>(
     state_dir: &Path,
+    name: &str,
     f: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> Result<T> {
-    let path = start_socket_path(state_dir);
+    let path = state_dir.join(name);
     if path.as_os_str().len() < 100 {
         return f(&path).at(&path);
     }
@@ -249,16 +251,17 @@ fn with_socket_address<T>(
         crate::sys::fd::Resolve::default(),
     )?;
     let short = PathBuf::from(format!(
-        "/proc/self/fd/{}/{}",
+        "/proc/self/fd/{}/{name}",
         std::os::fd::AsRawFd::as_raw_fd(&dir),
-        crate::state::START_SOCKET
     ));
     f(&short).at(&path)
 }
 
 /// Binds the start socket of a container (mode 0600).
 pub fn bind_start_socket(state_dir: &Path) -> Result<std::os::unix::net::UnixListener> {
-    let listener = with_socket_address(state_dir, |p| std::os::unix::net::UnixListener::bind(p))?;
+    let listener = with_socket_address(state_dir, crate::state::START_SOCKET, |p| {
+        std::os::unix::net::UnixListener::bind(p)
+    })?;
     let path = start_socket_path(state_dir);
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .at(&path)?;
@@ -267,5 +270,7 @@ pub fn bind_start_socket(state_dir: &Path) -> Result<std::os::unix::net::UnixLis
 
 /// Connects to the start socket of a container.
 pub fn connect_start_socket(state_dir: &Path) -> Result<std::os::unix::net::UnixStream> {
-    with_socket_address(state_dir, |p| std::os::unix::net::UnixStream::connect(p))
+    with_socket_address(state_dir, crate::state::START_SOCKET, |p| {
+        std::os::unix::net::UnixStream::connect(p)
+    })
 }

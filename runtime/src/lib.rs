@@ -22,6 +22,7 @@ pub mod namespaces;
 pub mod notify;
 pub mod process;
 pub mod rootfs;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

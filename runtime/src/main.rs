@@ -7,7 +7,7 @@ use clap::Parser;
 use left4me_runtime::cli::{
     self as cli, Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand,
 };
-use left4me_runtime::container::{create, events, exec, info, lifecycle, supervise, Paths};
+use left4me_runtime::container::{create, events, exec, info, lifecycle, run, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
 use left4me_runtime::idblocks::{self, Allocator};
 use left4me_runtime::{exe_guard, log};
@@ -69,6 +69,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 no_pivot: *no_pivot,
                 preserve_fds: *preserve_fds,
                 own_console: false,
+                notify_relay: false,
             };
             create::create(
                 &paths,
@@ -98,6 +99,52 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 system: Some(system.clone()).filter(|s| !s.is_empty()),
             })?;
             println!("{}", dir.display());
+        }
+        Command::Sandbox(cli::SandboxCommand::Build {
+            script,
+            overlay,
+            resolv_conf,
+            id,
+            uid,
+            timeout,
+            memory,
+            tasks,
+            cpu_percent,
+            cpus,
+            size_limit,
+            cgroup_parent,
+            skip_unavailable_limits,
+            work,
+        }) => {
+            use left4me_runtime::sandbox::{self, parse_size};
+            let opts = sandbox::BuildOptions {
+                id: id
+                    .clone()
+                    .unwrap_or_else(|| format!("build-{}", std::process::id())),
+                script: script.clone(),
+                overlay: overlay.clone(),
+                resolv_conf: resolv_conf.clone(),
+                uid: *uid,
+                work: work.clone(),
+                timeout: timeout
+                    .as_deref()
+                    .map(|t| events::parse_duration("--timeout", t))
+                    .transpose()?,
+                memory: memory
+                    .as_deref()
+                    .map(|m| parse_size("--memory", m))
+                    .transpose()?,
+                tasks: *tasks,
+                cpu_percent: *cpu_percent,
+                cpus: cpus.clone(),
+                size_limit: size_limit
+                    .as_deref()
+                    .map(|s| parse_size("--size-limit", s))
+                    .transpose()?,
+                cgroup_parent: cgroup_parent.clone(),
+                skip_unavailable_limits: *skip_unavailable_limits,
+            };
+            return sandbox::build(&paths, &opts);
         }
         Command::Config(args) => {
             if let Some(text) = left4me_runtime::edit::cli::run(args)? {
@@ -150,8 +197,9 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 no_pivot: *no_pivot,
                 preserve_fds: *preserve_fds,
                 own_console: !*detach && console_socket.is_none(),
+                notify_relay: !*detach,
             };
-            return run(&paths, id, &opts, *detach, *keep, limit);
+            return run_command(&paths, id, &opts, *detach, *keep, limit);
         }
         Command::State { id } => {
             let v = info::state_json(&paths, id)?;
@@ -255,7 +303,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
 }
 
 /// `run`: create + start; in the foreground, supervise, then delete.
-fn run(
+fn run_command(
     paths: &Paths,
     id: &str,
     opts: &create::CreateOptions,
@@ -263,60 +311,15 @@ fn run(
     keep: bool,
     limit: Option<std::time::Duration>,
 ) -> Result<u8> {
-    let signals = if detach {
-        None
-    } else {
-        Some(supervise::block_signals()?)
-    };
-    let created = create::create(paths, id, opts)?;
-    if let Err(e) = lifecycle::start(paths, id) {
-        let _ = lifecycle::delete(paths, id, true);
-        return Err(e);
-    }
-    let Some(signals) = signals else { return Ok(0) };
-    // Type=notify units: ready once the container's process runs. A failure to notify
-    // is reported but does not stop the game server.
-    if let Err(e) = left4me_runtime::notify::ready() {
-        log::warn(&format!("sd_notify READY=1: {e}"));
-    }
-    let deadline = limit.map(|l| std::time::Instant::now() + l);
-    let outcome = supervise::supervise(&signals, created.init.pid(), created.console, deadline);
-    if matches!(outcome, Ok(o) if o.timed_out) {
-        // Everything left in the group goes too (processes outside init's namespace).
-        let _ = lifecycle::kill(paths, id, nix::sys::signal::Signal::SIGKILL, true);
-        let line = format!(
-            "container {id}: killed after its wall-time limit of {:?} (--timeout)",
-            limit.unwrap_or_default()
-        );
-        eprintln!("left4me-runtime: {line}");
-        if log::has_file() {
-            log::warn(&line);
+    if detach {
+        create::create(paths, id, opts)?;
+        if let Err(e) = lifecycle::start(paths, id) {
+            let _ = lifecycle::delete(paths, id, true);
+            return Err(e);
         }
+        return Ok(0);
     }
-    let code = outcome.map(|o| o.code);
-    report_oom(paths, id);
-    if !keep {
-        lifecycle::delete(paths, id, true)?;
-    }
-    Ok(code? as u8)
-}
-
-/// Owners must never have to guess why a server vanished: one line when the OOM
-/// killer visited the container's group.
-fn report_oom(paths: &Paths, id: &str) {
-    let Ok(st) = left4me_runtime::state::read(&paths.root, id) else {
-        return;
-    };
-    let Some(dir) = st.cgroup else { return };
-    if let Some((kills, max)) = (left4me_runtime::cgroups::Cgroup { dir }).oom_kills() {
-        let line = format!(
-            "container {id}: process killed by the OOM killer, memory.max={max} ({kills} kill(s))"
-        );
-        eprintln!("left4me-runtime: {line}");
-        if log::has_file() {
-            log::warn(&line);
-        }
-    }
+    Ok(run::foreground(paths, id, opts, keep, limit)?.code as u8)
 }
 
 /// `update`'s flags (over `--resources`) as an OCI `linux.resources` object.

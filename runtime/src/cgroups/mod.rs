@@ -182,6 +182,18 @@ impl Cgroup {
         (kills > 0).then(|| (kills, max.trim().to_string()))
     }
 
+    /// How often a fork was refused at `pids.max` (`pids.events`).
+    pub fn task_limit_hits(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("pids.events"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("max "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Freezes (`true`) or thaws the group through `cgroup.freeze` and waits until the
     /// kernel reports it done in `cgroup.events`.
     pub fn freeze(&self, frozen: bool) -> Result<()> {

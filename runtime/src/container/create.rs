@@ -21,6 +21,7 @@ use crate::state::{self, ProcessId, State, StateDir, Status};
 use crate::sync::{self, Message};
 use crate::sys::process::{exit_child, fork_with, Forked};
 
+#[derive(Debug, Clone)]
 pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
@@ -30,12 +31,17 @@ pub struct CreateOptions {
     /// `run` in the foreground with a terminal and no socket: the runtime itself takes
     /// the pty master and proxies it.
     pub own_console: bool,
+    /// `run` in the foreground under `NOTIFY_SOCKET`: when the config asks for it
+    /// (`org.left4me.notify=container`), pass a relayed socket into the container.
+    pub notify_relay: bool,
 }
 
 /// A created container, as `run` needs it.
 pub struct Created {
     pub init: ProcessId,
     pub console: Option<OwnedFd>,
+    /// The passed-in notify socket, for the caller to relay.
+    pub notify: Option<crate::notify::Proxy>,
 }
 
 pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> {
@@ -56,6 +62,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
     };
     let pin = cgroups::pinning::wanted(&bundle.spec)?;
     let public_only = cgroups::netdeny::wanted(&bundle.spec)?;
+    let container_notifies = crate::notify::container_reports(&bundle.spec)?;
     let seccomp = linux
         .seccomp()
         .as_ref()
@@ -87,6 +94,13 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         ));
     }
     let dir = StateDir::create(&paths.root, id)?;
+    let notify = match relay_notify(&dir, opts.notify_relay && container_notifies, &mut bundle) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = dir.remove();
+            return Err(e);
+        }
+    };
     let mut undo = Undo {
         cgroup: None,
         init: None,
@@ -107,13 +121,28 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         terminal,
     };
     match build(&dir, &request, &mut undo) {
-        Ok(created) => Ok(created),
+        Ok(created) => Ok(Created { notify, ..created }),
         Err(e) => {
             undo.run();
             let _ = dir.remove();
             Err(e)
         }
     }
+}
+
+/// `org.left4me.notify=container` under `run` with `NOTIFY_SOCKET`: the relayed socket,
+/// passed into the bundle's mounts and environment.
+fn relay_notify(
+    dir: &StateDir,
+    wanted: bool,
+    bundle: &mut Bundle,
+) -> Result<Option<crate::notify::Proxy>> {
+    if !wanted || std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return Ok(None);
+    }
+    let proxy = crate::notify::Proxy::bind(&dir.path).step("creating the notify socket")?;
+    proxy.pass_into(&mut bundle.spec)?;
+    Ok(Some(proxy))
 }
 
 /// What to tear down if creation fails part-way.
@@ -311,6 +340,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     Ok(Created {
         init: st.init.expect("set above"),
         console,
+        notify: None,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod events;
 pub mod exec;
 pub mod info;
 pub mod lifecycle;
+pub mod run;
 pub mod supervise;
 
 use std::path::PathBuf;

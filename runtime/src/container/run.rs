@@ -1,0 +1,129 @@
+//! `run` in the foreground: create + start, tell systemd the service is ready, supervise
+//! the container's process (signals, terminal, wall-time limit), say why it ended when
+//! the OOM killer or the limit ended it, then delete. The script sandbox's `build` runs
+//! its container through the same path.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::{create, lifecycle, supervise, Paths};
+use crate::error::Result;
+use crate::log;
+
+/// How a foreground container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The process's exit status (128+N for signal N).
+    pub code: i32,
+    /// It was killed at its wall-time limit.
+    pub timed_out: bool,
+    /// The OOM killer visited its group: (kills, memory.max).
+    pub oom: Option<(u64, String)>,
+    /// Forks refused at the task limit (`pids.events`).
+    pub task_limit_hits: u64,
+}
+
+/// Creates, starts and supervises `id` until its process ends; deletes it unless `keep`.
+/// A failure before the process runs leaves nothing behind.
+pub fn foreground(
+    paths: &Paths,
+    id: &str,
+    opts: &create::CreateOptions,
+    keep: bool,
+    limit: Option<Duration>,
+) -> Result<Report> {
+    let signals = supervise::block_signals()?;
+    let created = create::create(paths, id, opts)?;
+    if let Err(e) = lifecycle::start(paths, id) {
+        let _ = lifecycle::delete(paths, id, true);
+        return Err(e);
+    }
+    if let Some(proxy) = created.notify {
+        log::debug(&format!(
+            "container {id}: NOTIFY_SOCKET passed in; the container reports readiness"
+        ));
+        proxy.relay_in_background();
+    } else if let Err(e) = crate::notify::ready() {
+        // Type=notify units: ready once the container's process runs. A failure to
+        // notify is reported but does not stop the game server.
+        log::warn(&format!("sd_notify READY=1: {e}"));
+    }
+    let deadline = limit.map(|l| Instant::now() + l);
+    let outcome = supervise::supervise(&signals, created.init.pid(), created.console, deadline);
+    if matches!(outcome, Ok(o) if o.timed_out) {
+        // Everything left in the group goes too (processes outside init's namespace).
+        let _ = lifecycle::kill(paths, id, Signal::SIGKILL, true);
+        say(&format!(
+            "container {id}: killed after its wall-time limit of {} (--timeout)",
+            human_duration(limit.unwrap_or_default())
+        ));
+    }
+    let group = crate::state::read(&paths.root, id)
+        .ok()
+        .and_then(|st| st.cgroup)
+        .map(|dir| crate::cgroups::Cgroup { dir });
+    let oom = group.as_ref().and_then(|g| g.oom_kills());
+    let task_limit_hits = group.as_ref().map_or(0, |g| g.task_limit_hits());
+    if let Some((kills, max)) = &oom {
+        say(&format!(
+            "container {id}: process killed by the OOM killer, memory.max={max} ({kills} kill(s))"
+        ));
+    }
+    let deleted = if keep {
+        Ok(())
+    } else {
+        lifecycle::delete(paths, id, true)
+    };
+    let outcome = outcome?;
+    deleted?;
+    Ok(Report {
+        code: outcome.code,
+        timed_out: outcome.timed_out,
+        oom,
+        task_limit_hits,
+    })
+}
+
+/// Owners must never have to guess why a server vanished: one line on stderr (and in
+/// the log file, when there is one).
+fn say(line: &str) {
+    eprintln!("left4me-runtime: {line}");
+    if log::has_file() {
+        log::warn(line);
+    }
+}
+
+/// `1h`, `90s`, `1m30s`, `250ms`: how limits are written on the command line.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        "0s".into()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::ZERO), "0s");
+    }
+}
