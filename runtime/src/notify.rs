@@ -121,13 +121,15 @@ impl Proxy {
         Ok(())
     }
 
-    /// Relays what the container says to `$NOTIFY_SOCKET` until the process exits, on a
-    /// thread of its own; `MAINPID=` (a pid of the container's namespace) is replaced by
+    /// Relays what the container says to `$NOTIFY_SOCKET` on a thread of its own until
+    /// [`Relay::finish`]; `MAINPID=` (a pid of the container's namespace) is replaced by
     /// the runtime's.
-    pub fn relay_in_background(self) {
-        std::thread::spawn(move || {
+    pub fn relay_in_background(self) -> Result<Relay> {
+        let control = self.socket.try_clone().at(&self.host_path)?;
+        let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 4096];
-            while let Ok(n) = self.socket.recv(&mut buf) {
+            // 0 bytes: finish() shut the socket down and the queue is drained.
+            while let Ok(n @ 1..) = self.socket.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]);
                 let message = relayed(&text, std::process::id());
                 if let Err(e) = send(&message) {
@@ -135,6 +137,22 @@ impl Proxy {
                 }
             }
         });
+        Ok(Relay { control, thread })
+    }
+}
+
+/// A running relay.
+pub struct Relay {
+    control: UnixDatagram,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays what is still queued (the container may say STOPPING=1 and exit at once),
+    /// then stops.
+    pub fn finish(self) {
+        let _ = self.control.shutdown(std::net::Shutdown::Read);
+        let _ = self.thread.join();
     }
 }
 

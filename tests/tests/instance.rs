@@ -234,3 +234,47 @@ fn the_unit_template_passes_systemd_analyze_verify() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The game server's owner must see why it vanished: an instance whose process goes
+/// past memory.max ends with 137 and one line naming the OOM killer and the limit.
+/// Needs the memory controller (the VM).
+#[test]
+fn an_instance_killed_by_the_oom_killer_is_reported() {
+    let controllers =
+        std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if !can_run() || !controllers.contains("memory") {
+        return;
+    }
+    let dir = scratch().join(format!("instance-oom-{}", std::process::id()));
+    let port = free_udp_port();
+    ok(&init(
+        &dir,
+        "oom",
+        &format!("port: {port}\noverlays: [map]\n"),
+    ));
+    let inst = dir.join("instances/oom");
+    let config = |args: &[&str]| {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.arg("config").arg("--bundle").arg(&inst).args(args);
+        ok(&run_captured(&mut cmd));
+    };
+    config(&["set", "linux.resources.memory.limit", "67108864"]);
+    config(&["set", "linux.resources.memory.swap", "67108864"]);
+    config(&["unset", "linux.resources.unified"]);
+    // What a leaking server does, in the instance's own root.
+    config(&[
+        "set",
+        "process.args",
+        r#"["/bin/sh","-c","x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived ${#x}"]"#,
+    ]);
+    let rt = Runtime::new();
+    let out = rt.cmd(&["run", "--bundle", inst.to_str().unwrap(), "oom"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(!stdout(&out).contains("survived"));
+    assert!(
+        err.contains("killed by the OOM killer, memory.max=67108864"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

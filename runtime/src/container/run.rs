@@ -39,11 +39,15 @@ pub fn foreground(
         let _ = lifecycle::delete(paths, id, true);
         return Err(e);
     }
+    let mut relay = None;
     if let Some(proxy) = created.notify {
         log::debug(&format!(
             "container {id}: NOTIFY_SOCKET passed in; the container reports readiness"
         ));
-        proxy.relay_in_background();
+        match proxy.relay_in_background() {
+            Ok(r) => relay = Some(r),
+            Err(e) => log::warn(&format!("container {id}: relaying NOTIFY_SOCKET: {e}")),
+        }
     } else if let Err(e) = crate::notify::ready() {
         // Type=notify units: ready once the container's process runs. A failure to
         // notify is reported but does not stop the game server.
@@ -51,6 +55,9 @@ pub fn foreground(
     }
     let deadline = limit.map(|l| Instant::now() + l);
     let outcome = supervise::supervise(&signals, created.init.pid(), created.console, deadline);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
     if matches!(outcome, Ok(o) if o.timed_out) {
         // Everything left in the group goes too (processes outside init's namespace).
         let _ = lifecycle::kill(paths, id, Signal::SIGKILL, true);
