@@ -26,6 +26,10 @@ pub struct Cli {
     /// a container keeps its block across restarts and reboots).
     #[arg(long, global = true, default_value = crate::idblocks::DEFAULT_FILE)]
     pub id_blocks: PathBuf,
+    /// The policy for bundles written by less trusted users (root only; default
+    /// /etc/left4me-runtime/policy.json when it exists).
+    #[arg(long, global = true)]
+    pub policy: Option<PathBuf>,
     /// Use systemd to manage cgroups (not supported: cgroupfs paths only).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
@@ -53,6 +57,15 @@ pub enum LayersCommand {
         bundle: PathBuf,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show what a bundle asks for against the policy; non-zero exit if it is refused.
+    Check {
+        #[arg(long, short, default_value = ".")]
+        bundle: PathBuf,
     },
 }
 
@@ -183,6 +196,9 @@ pub enum Command {
     /// left4me game-server instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// The trust boundary: check bundles against the policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// left4me's script sandbox: build an overlay from a user's bash script.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -355,10 +371,19 @@ impl Command {
             Command::Config(_) => "config",
             Command::Instance(_) => "instance init",
             Command::Sandbox(_) => "sandbox build",
+            Command::Policy(_) => "policy check",
             Command::Layers(LayersCommand::Check { .. }) => "layers check",
             Command::Userns(UsernsCommand::List { .. }) => "userns list",
             Command::Userns(UsernsCommand::Release { .. }) => "userns release",
         }
+    }
+
+    /// Commands that create containers from bundles, under the policy.
+    pub fn needs_policy(&self) -> bool {
+        matches!(
+            self,
+            Command::Create { .. } | Command::Run { .. } | Command::Sandbox(_) | Command::Policy(_)
+        )
     }
 
     /// Commands that put a process into a container and so run from a protected copy of

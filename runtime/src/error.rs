@@ -45,6 +45,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A bundle the policy refuses, or a policy file that cannot be trusted.
+    #[error("{0}")]
+    Policy(String),
+
     /// A sandbox build that a limit ended or that produced an unusable overlay.
     #[error("{0}")]
     Build(String),

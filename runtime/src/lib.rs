@@ -20,6 +20,7 @@ pub mod layers;
 pub mod log;
 pub mod namespaces;
 pub mod notify;
+pub mod policy;
 pub mod process;
 pub mod rootfs;
 pub mod sandbox;

@@ -40,10 +40,6 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: &Cli) -> Result<u8> {
-    let paths = Paths {
-        root: cli.root.clone(),
-        id_blocks: cli.id_blocks.clone(),
-    };
     if cli.systemd_cgroup && matches!(cli.command, Command::Create { .. } | Command::Run { .. }) {
         return Err(Error::Unsupported(
             "--systemd-cgroup is not supported: this runtime manages cgroupfs paths itself".into(),
@@ -52,6 +48,18 @@ fn dispatch(cli: &Cli) -> Result<u8> {
     if cli.command.enters_container() {
         exe_guard::ensure_protected()?;
     }
+    // After the re-exec above: loaded (and announced) once.
+    let (policy, policy_notice) = if cli.command.needs_policy() {
+        load_policy(cli)?
+    } else {
+        (None, None)
+    };
+    let paths = Paths {
+        root: cli.root.clone(),
+        id_blocks: cli.id_blocks.clone(),
+        policy,
+        policy_notice,
+    };
     match &cli.command {
         Command::Spec { bundle, rootless } => info::write_spec(bundle, *rootless)?,
         Command::Create {
@@ -99,6 +107,11 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 system: Some(system.clone()).filter(|s| !s.is_empty()),
             })?;
             println!("{}", dir.display());
+        }
+        Command::Policy(cli::PolicyCommand::Check { bundle }) => {
+            let report = left4me_runtime::policy::report(paths.policy.as_deref(), bundle)?;
+            print!("{}", report.text);
+            return Ok(u8::from(!report.allowed));
         }
         Command::Sandbox(cli::SandboxCommand::Build {
             script,
@@ -320,6 +333,33 @@ fn run_command(
         return Ok(0);
     }
     Ok(run::foreground(paths, id, opts, keep, limit)?.code as u8)
+}
+
+/// The policy in force: `--policy FILE` (root only), else the default file if present.
+type LoadedPolicy = (
+    Option<std::sync::Arc<left4me_runtime::policy::Policy>>,
+    Option<String>,
+);
+
+fn load_policy(cli: &Cli) -> Result<LoadedPolicy> {
+    use left4me_runtime::policy;
+    if cli.policy.is_some() && !nix::unistd::getuid().is_root() {
+        return Err(Error::Usage(
+            "--policy is for root: a policy must not be chosen by the user it constrains".into(),
+        ));
+    }
+    let (path, explicit) = match &cli.policy {
+        Some(p) => (p.clone(), true),
+        None => (std::path::PathBuf::from(policy::DEFAULT_FILE), false),
+    };
+    let loaded = policy::load(&path, explicit)?;
+    let notice = (loaded.is_none() && matches!(cli.command, Command::Run { .. })).then(|| {
+        format!(
+            "no policy in force ({} does not exist): bundles are trusted as runc trusts them",
+            path.display()
+        )
+    });
+    Ok((loaded.map(std::sync::Arc::new), notice))
 }
 
 /// `update`'s flags (over `--resources`) as an OCI `linux.resources` object.

@@ -56,8 +56,11 @@ pub fn build(paths: &Paths, opts: &BuildOptions) -> Result<u8> {
     }
     let script = regular_file("--script", &opts.script)?;
     let resolv = regular_file("--resolv-conf", &opts.resolv_conf)?;
-    let overlay = overlay_dir(&opts.overlay, opts.uid)?;
     let mut config: Value = serde_json::from_str(TEMPLATE).expect("the template is JSON");
+    // Limits first: a build refused for them leaves no overlay directory behind.
+    limits(&mut config, opts);
+    drop_unavailable_limits(&mut config, opts.skip_unavailable_limits)?;
+    let overlay = overlay_dir(&opts.overlay, opts.uid)?;
     let size_limit = match opts.size_limit {
         Some(s) => s,
         None => parse_size(SIZE_ANNOTATION, annotation(&config, SIZE_ANNOTATION)?)?,
@@ -69,7 +72,7 @@ pub fn build(paths: &Paths, opts: &BuildOptions) -> Result<u8> {
             annotation(&config, TIMEOUT_ANNOTATION)?,
         )?,
     };
-    customize(&mut config, opts, &script, &resolv, &overlay)?;
+    customize(&mut config, opts, &script, &resolv, &overlay);
     let bundle = WorkBundle::write(&opts.work, &opts.id, &config, opts.uid)?;
     let started = Instant::now();
     let create = CreateOptions {
@@ -172,14 +175,14 @@ fn overlay_dir(path: &Path, uid: u32) -> Result<PathBuf> {
     std::fs::canonicalize(path).at(path)
 }
 
-/// Fills the template: who runs, what is mounted from where, the limits, the profile.
+/// Fills the template: who runs, what is mounted from where, the group, the profile.
 fn customize(
     config: &mut Value,
     opts: &BuildOptions,
     script: &Path,
     resolv: &Path,
     overlay: &Path,
-) -> Result<()> {
+) {
     config["process"]["user"] = json!({"uid": opts.uid, "gid": opts.uid});
     let sources = [
         ("/script.sh", script),
@@ -199,6 +202,17 @@ fn customize(
                 .as_str()
                 .is_some_and(|s| !s.starts_with('/') || Path::new(s).exists())
     });
+    config["linux"]["cgroupsPath"] = json!(match &opts.cgroup_parent {
+        Some(parent) => format!("{}/{}", parent.trim_end_matches('/'), opts.id),
+        None => format!("build-{}", opts.id),
+    });
+    config["linux"]["seccomp"] =
+        serde_json::from_str(crate::seccomp::profiles::SANDBOX).expect("embedded profile");
+    config["annotations"]["org.left4me.build"] = json!(opts.id);
+}
+
+/// The limits asked for on the command line over the template's.
+fn limits(config: &mut Value, opts: &BuildOptions) {
     let resources = &mut config["linux"]["resources"];
     if let Some(bytes) = opts.memory {
         resources["memory"] = json!({"limit": bytes, "swap": bytes});
@@ -213,14 +227,6 @@ fn customize(
     if let Some(cpus) = &opts.cpus {
         resources["cpu"]["cpus"] = json!(cpus);
     }
-    config["linux"]["cgroupsPath"] = json!(match &opts.cgroup_parent {
-        Some(parent) => format!("{}/{}", parent.trim_end_matches('/'), opts.id),
-        None => format!("build-{}", opts.id),
-    });
-    config["linux"]["seccomp"] =
-        serde_json::from_str(crate::seccomp::profiles::SANDBOX).expect("embedded profile");
-    config["annotations"]["org.left4me.build"] = json!(opts.id);
-    drop_unavailable_limits(config, opts.skip_unavailable_limits)
 }
 
 /// Limits whose controller the cgroup2 root does not offer: an error, or with
@@ -402,19 +408,18 @@ mod tests {
         let opts = BuildOptions {
             id: "t".into(),
             uid: 981,
+            skip_unavailable_limits: true,
             ..Default::default()
         };
+        limits(&mut config, &opts);
+        drop_unavailable_limits(&mut config, true).unwrap();
         customize(
             &mut config,
-            &BuildOptions {
-                skip_unavailable_limits: true,
-                ..opts
-            },
+            &opts,
             Path::new("/etc/hostname"),
             Path::new("/etc/hostname"),
             Path::new("/tmp"),
-        )
-        .unwrap();
+        );
         let problems = crate::edit::problems(&config, None);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(config["process"]["user"]["uid"], 981);

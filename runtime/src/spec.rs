@@ -94,10 +94,45 @@ impl Bundle {
     }
 
     /// Reads `DIR/config.json`, validates it and resolves the rootfs path.
+    /// config.json is read through the directory's descriptor and must be a regular
+    /// file there (not a symlink): what is validated is what the bundle's owner wrote in
+    /// the directory that was opened, whatever is renamed meanwhile.
     pub fn load(dir: &Path) -> Result<Bundle> {
-        let dir = std::fs::canonicalize(dir).at(dir)?;
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).at(&path)?;
+        use std::io::Read;
+        let dir_fd = crate::sys::fd::openat2(
+            None,
+            dir,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            crate::sys::fd::Resolve::default(),
+        )?;
+        let opened = crate::sys::fd::fd_path(&dir_fd).at(dir)?;
+        let path = opened.join(CONFIG_FILE);
+        let file = crate::sys::fd::openat2(
+            Some(std::os::fd::AsFd::as_fd(&dir_fd)),
+            Path::new(CONFIG_FILE),
+            libc::O_RDONLY,
+            0,
+            crate::sys::fd::Resolve {
+                no_symlinks: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| {
+            if e.errno == nix::errno::Errno::ELOOP {
+                Error::config(
+                    path.display().to_string(),
+                    "must be a regular file in the bundle, not a symlink",
+                )
+            } else {
+                Error::io(&path, std::io::Error::from_raw_os_error(e.errno as i32))
+            }
+        })?;
+        let mut text = String::new();
+        std::fs::File::from(file)
+            .read_to_string(&mut text)
+            .at(&path)?;
+        let dir = opened;
         let raw: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(format!("{}: (json)", path.display()), e))?;
         Self::from_value(dir, raw).map_err(|e| match e {

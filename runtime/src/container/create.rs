@@ -47,6 +47,9 @@ pub struct Created {
 pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> {
     state::validate_id(id)?;
     let mut bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
+    if let Some(policy) = &paths.policy {
+        crate::policy::enforce(policy, &opts.bundle, &bundle)?;
+    }
     if let Some(auto) = bundle.userns.clone().filter(|a| a.auto) {
         let start = crate::idblocks::Allocator::new(&paths.id_blocks)
             .allocate(id, &auto)
@@ -215,9 +218,24 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             id,
         )?),
         None if !limits.is_empty() || device_rules.is_some() || pin || public_only => {
-            return Err(Error::Unsupported(
-                "linux.resources: the host has no cgroup2 hierarchy to apply limits in".into(),
-            ))
+            let wanted = [
+                (!limits.is_empty(), "linux.resources".to_string()),
+                (device_rules.is_some(), "linux.resources.devices".into()),
+                (pin, format!("annotations.{}", cgroups::pinning::ANNOTATION)),
+                (
+                    public_only,
+                    format!("annotations.{}", cgroups::netdeny::ANNOTATION),
+                ),
+            ];
+            let wanted: Vec<String> = wanted
+                .into_iter()
+                .filter(|(w, _)| *w)
+                .map(|(_, k)| k)
+                .collect();
+            return Err(Error::Unsupported(format!(
+                "{}: needs a cgroup2 hierarchy, and none is mounted here",
+                wanted.join(", ")
+            )));
         }
         None if linux.cgroups_path().is_some() => {
             return Err(Error::Unsupported(

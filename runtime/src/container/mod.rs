@@ -20,6 +20,11 @@ pub struct Paths {
     pub root: PathBuf,
     /// The UID/GID block table of automatic user namespaces (`--id-blocks`).
     pub id_blocks: PathBuf,
+    /// The policy in force (None: bundles are fully trusted).
+    pub policy: Option<std::sync::Arc<crate::policy::Policy>>,
+    /// Said once a container exists (`run` without a policy), so that a refused
+    /// bundle's error stays one line.
+    pub policy_notice: Option<String>,
 }
 
 /// Fails unless the container's live status is one of `allowed`.

@@ -39,6 +39,9 @@ pub fn foreground(
         let _ = lifecycle::delete(paths, id, true);
         return Err(e);
     }
+    if let Some(notice) = &paths.policy_notice {
+        log::warn(notice);
+    }
     let mut relay = None;
     if let Some(proxy) = created.notify {
         log::debug(&format!(

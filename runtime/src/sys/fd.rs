@@ -346,6 +346,11 @@ pub fn as_borrowed(fd: &impl AsFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }
 
+/// The path the kernel has for an open descriptor (what was really opened).
+pub fn fd_path(fd: &impl AsRawFd) -> std::io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
