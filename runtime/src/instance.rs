@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use std::os::fd::OwnedFd;
+
 use crate::error::{Error, IoContext, Result};
+use crate::sys::SysError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,22 +198,96 @@ fn config(spec: &InstanceSpec, opts: &InitOptions) -> Result<Value> {
     Ok(c)
 }
 
-/// Creates `dir` (and parents under `base`) owned by `uid`.
-fn mkdir_owned(base: &Path, rel: &Path, uid: u32) -> Result<()> {
-    let mut dir = base.to_path_buf();
+/// The staging directory `rel` under `base`, each component created (owned by `uid`)
+/// when missing and opened without following symlinks: the upper layer belongs to the
+/// service user, who must not be able to point root's writes anywhere else.
+fn open_dir_chain(base: &Path, rel: &Path, uid: u32) -> Result<OwnedFd> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let mut dir = openat(nix::fcntl::AT_FDCWD, base, flags, Mode::empty())
+        .map_err(|e| SysError::new("open", base.display(), e))?;
+    let mut path = base.to_path_buf();
     for part in rel.components() {
-        dir.push(part);
-        if !dir.exists() {
-            std::fs::create_dir(&dir).at(&dir)?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).at(&dir)?;
+        path.push(part);
+        let created = match mkdirat(&dir, part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) => true,
+            Err(nix::errno::Errno::EEXIST) => false,
+            Err(e) => return Err(SysError::new("mkdirat", path.display(), e).into()),
+        };
+        let next = openat(&dir, part.as_os_str(), flags, Mode::empty()).map_err(|e| {
+            let why = if e == nix::errno::Errno::ELOOP {
+                nix::errno::Errno::ENOTDIR
+            } else {
+                e
+            };
+            SysError::new("open (no symlinks)", path.display(), why)
+        })?;
+        if created {
+            nix::unistd::fchown(&next, Some(uid.into()), Some(uid.into()))
+                .map_err(|e| SysError::new("fchown", path.display(), e))?;
         }
+        dir = next;
     }
-    Ok(())
+    Ok(dir)
 }
 
-fn stage(path: &Path, text: &[u8], uid: u32) -> Result<()> {
-    crate::state::write_atomic(path, text, 0o644)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(uid)).at(path)
+/// An aliased overlay's `server.cfg` (None: it has none). Overlays are built from users'
+/// scripts: no symlink is followed (it could name any file root can read), and only a
+/// regular file of reasonable size is taken (not a FIFO that would block).
+fn read_overlay_cfg(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let resolve = crate::sys::fd::Resolve {
+        no_symlinks: true,
+        ..Default::default()
+    };
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let fd = match crate::sys::fd::openat2(None, path, flags, 0, resolve) {
+        Ok(fd) => fd,
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => return Ok(None),
+        Err(e) if e.errno == nix::errno::Errno::ELOOP => {
+            return Err(Error::Usage(format!(
+                "{}: a symlink on the way; an overlay's server.cfg must be a regular file",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().at(path)?;
+    if !meta.is_file() || meta.len() > MAX {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file of at most 1 MiB",
+            path.display()
+        )));
+    }
+    let mut text = Vec::new();
+    file.take(MAX).read_to_end(&mut text).at(path)?;
+    Ok(Some(text))
+}
+
+/// Writes `name` in `dir` atomically (temp file + rename, both by descriptor), owned by
+/// `uid`.
+fn stage(dir: &OwnedFd, shown: &Path, name: &str, text: &[u8], uid: u32) -> Result<()> {
+    use nix::fcntl::{openat, renameat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::io::Write;
+    let tmp = format!(".{name}.left4me-tmp");
+    let _ = nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let path = shown.join(name);
+    let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o644))
+        .map_err(|e| SysError::new("open", path.display(), e))?;
+    nix::unistd::fchown(&fd, Some(uid.into()), Some(uid.into()))
+        .map_err(|e| SysError::new("fchown", path.display(), e))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(text).at(&path)?;
+    file.sync_all().at(&path)?;
+    renameat(dir, tmp.as_str(), dir, name)
+        .map_err(|e| SysError::new("rename", path.display(), e))?;
+    Ok(())
 }
 
 /// `instance init`: writes the bundle; returns its directory.
@@ -235,14 +312,15 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
             problems.join("; ")
         )));
     }
-    let cfg_dir = Path::new("left4dead2/cfg");
-    mkdir_owned(&dir, Path::new("upper"), opts.uid)?;
-    mkdir_owned(&dir.join("upper"), cfg_dir, opts.uid)?;
-    let upper_cfg = dir.join("upper").join(cfg_dir);
+    let cfg_dir = Path::new("upper/left4dead2/cfg");
+    let upper_cfg = dir.join(cfg_dir);
+    let cfg_fd = open_dir_chain(&dir, cfg_dir, opts.uid)?;
     let mut server_cfg = spec.config.join("\n");
     server_cfg.push('\n');
     stage(
-        &upper_cfg.join("server.cfg"),
+        &cfg_fd,
+        &upper_cfg,
+        "server.cfg",
         server_cfg.as_bytes(),
         opts.uid,
     )?;
@@ -253,9 +331,11 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
             .join("overlays")
             .join(o.path())
             .join("left4dead2/cfg/server.cfg");
-        if let Ok(text) = std::fs::read(&src) {
+        if let Some(text) = read_overlay_cfg(&src)? {
             stage(
-                &upper_cfg.join(format!("server_{alias}.cfg")),
+                &cfg_fd,
+                &upper_cfg,
+                &format!("server_{alias}.cfg"),
                 &text,
                 opts.uid,
             )?;

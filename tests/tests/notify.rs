@@ -56,7 +56,8 @@ impl Drop for Listener {
     }
 }
 
-fn run_under(listener: &Listener, notify: Option<&str>) -> (String, u32) {
+/// Each test its own id: the default cgroup (`left4me-ID`) is shared by equal ids.
+fn run_under(listener: &Listener, id: &str, notify: Option<&str>) -> (String, u32) {
     let mut b = Bundle::new(&["/usr/bin/python3", "-c", PROBE]);
     b.edit(|c| {
         let mounts = c["mounts"].as_array_mut().unwrap();
@@ -72,7 +73,7 @@ fn run_under(listener: &Listener, notify: Option<&str>) -> (String, u32) {
     });
     let rt = Runtime::new();
     let mut cmd = rt.command();
-    cmd.args(["run", "--bundle", b.dir.to_str().unwrap(), "notify"])
+    cmd.args(["run", "--bundle", b.dir.to_str().unwrap(), id])
         .env("NOTIFY_SOCKET", &listener.path)
         .stdin(Stdio::null());
     let child = cmd
@@ -91,7 +92,7 @@ fn by_default_the_runtime_says_ready_with_its_own_pid() {
         return;
     }
     let listener = Listener::new("rt");
-    let (out, pid) = run_under(&listener, None);
+    let (out, pid) = run_under(&listener, "notify-runtime", None);
     assert!(out.contains("NOTIFY_SOCKET=None"), "{out}");
     assert_eq!(listener.messages(), vec![format!("READY=1\nMAINPID={pid}")]);
 }
@@ -102,7 +103,7 @@ fn a_container_that_asks_speaks_through_the_runtime() {
         return;
     }
     let listener = Listener::new("ct");
-    let (out, pid) = run_under(&listener, Some("container"));
+    let (out, pid) = run_under(&listener, "notify-container", Some("container"));
     assert!(
         out.contains("NOTIFY_SOCKET=/run/notify/notify.sock"),
         "{out}"

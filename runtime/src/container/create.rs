@@ -47,9 +47,10 @@ pub struct Created {
 pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> {
     state::validate_id(id)?;
     let mut bundle = Bundle::load(&opts.bundle).step("loading the bundle")?;
-    if let Some(policy) = &paths.policy {
-        crate::policy::enforce(policy, &opts.bundle, &bundle)?;
-    }
+    let checked = match &paths.policy {
+        Some(policy) => crate::policy::enforce(policy, &opts.bundle, &bundle)?,
+        None => None,
+    };
     if let Some(auto) = bundle.userns.clone().filter(|a| a.auto) {
         let start = crate::idblocks::Allocator::new(&paths.id_blocks)
             .allocate(id, &auto)
@@ -122,6 +123,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         plan: &plan,
         opts,
         terminal,
+        checked: checked.as_ref(),
     };
     match build(&dir, &request, &mut undo) {
         Ok(created) => Ok(Created { notify, ..created }),
@@ -193,6 +195,8 @@ struct Request<'a> {
     plan: &'a Plan,
     opts: &'a CreateOptions,
     terminal: bool,
+    /// What the policy approved, by descriptor (governed bundles).
+    checked: Option<&'a crate::policy::Checked>,
 }
 
 fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Created> {
@@ -208,6 +212,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         plan,
         opts,
         terminal,
+        checked,
     } = *request;
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let mount = cgroups::hierarchy();
@@ -298,7 +303,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     let (parent_ch, child_ch) = sync::pair()?;
     let cgroup_fd = undo.cgroup.as_ref().map(Cgroup::open).transpose()?;
     let listen = init::listen_fds().unwrap_or(0);
-    let mut prepared = crate::rootfs::prepare(bundle, stack, upper_owner(bundle))?;
+    let mut prepared = crate::rootfs::prepare(bundle, stack, upper_owner(bundle), checked)?;
     prepared.cpu_view =
         crate::rootfs::cpuview::prepare(&dir.path, undo.cgroup.as_ref().map(|c| c.dir.as_path()))
             .step("preparing the CPU view")?;

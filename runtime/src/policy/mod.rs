@@ -211,9 +211,30 @@ impl Policy {
 }
 
 impl Scope {
-    /// Every violation of this scope by `bundle` (empty: allowed).
-    pub fn check(&self, bundle: &crate::spec::Bundle) -> Vec<Violation> {
-        rules::check(self, bundle)
+    /// Every violation of this scope by `bundle` (empty: allowed), and the descriptors
+    /// of what was checked.
+    pub fn check(&self, bundle: &crate::spec::Bundle) -> (Vec<Violation>, Checked) {
+        let mut checked = Checked::default();
+        let violations = rules::check(self, bundle, &mut checked);
+        (violations, checked)
+    }
+}
+
+/// What a policy check opened and approved: the rootfs and the bind sources, to be
+/// mounted from these descriptors rather than looked up again by path.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub root: Option<std::os::fd::OwnedFd>,
+    pub binds: Vec<(usize, std::os::fd::OwnedFd)>,
+}
+
+impl Checked {
+    pub fn bind_source(&self, index: usize) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.binds
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, fd)| fd.as_fd())
     }
 }
 
@@ -253,17 +274,18 @@ pub fn refusal(policy: &Policy, scope: &Scope, violations: &[Violation]) -> crat
 
 /// `create`'s check: the bundle `given` (as named on the command line), loaded as
 /// `bundle`, against the policy's scope for it.
+/// `Ok(None)`: no scope governs the bundle.
 pub fn enforce(
     policy: &Policy,
     given: &Path,
     bundle: &crate::spec::Bundle,
-) -> crate::error::Result<()> {
+) -> crate::error::Result<Option<Checked>> {
     let Some(scope) = policy.scope_for(given, &bundle.dir) else {
-        return Ok(());
+        return Ok(None);
     };
-    let violations = scope.check(bundle);
+    let (violations, checked) = scope.check(bundle);
     if violations.is_empty() {
-        Ok(())
+        Ok(Some(checked))
     } else {
         Err(refusal(policy, scope, &violations))
     }
@@ -304,7 +326,7 @@ pub fn report(policy: Option<&Policy>, dir: &Path) -> crate::error::Result<Repor
             allowed: true,
         });
     };
-    let violations = scope.check(&bundle);
+    let (violations, _) = scope.check(&bundle);
     let _ = writeln!(
         text,
         "policy        {} scope {:?}: {}",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{lexical, IdRange, Scope, Violation};
+use super::{lexical, Checked, IdRange, Scope, Violation};
 use crate::spec::Bundle;
 
 type Found = Vec<Violation>;
@@ -32,14 +32,14 @@ fn list(items: &[String]) -> String {
     }
 }
 
-pub fn check(scope: &Scope, bundle: &Bundle) -> Found {
+pub fn check(scope: &Scope, bundle: &Bundle, checked: &mut Checked) -> Found {
     let spec = serde_json::to_value(&bundle.spec).unwrap_or(Value::Null);
     let mut out = Vec::new();
-    root(bundle, &spec, &mut out);
+    root(bundle, &spec, checked, &mut out);
     process(scope, &spec, &mut out);
     namespaces(scope, &spec, &mut out);
     users(scope, bundle, &spec, &mut out);
-    mounts(scope, &spec, &mut out);
+    mounts(scope, &spec, checked, &mut out);
     layers(scope, bundle, &mut out);
     hooks(scope, &spec, &mut out);
     resources(scope, &spec, &mut out);
@@ -54,26 +54,34 @@ pub fn check(scope: &Scope, bundle: &Bundle) -> Found {
     out
 }
 
-/// The root must be the bundle's own directory, not a host path.
-fn root(bundle: &Bundle, spec: &Value, out: &mut Found) {
+/// The root must be the bundle's own directory, not a host path; it is opened here
+/// without following any symlink and then mounted from that descriptor.
+fn root(bundle: &Bundle, spec: &Value, checked: &mut Checked, out: &mut Found) {
     let path = spec["root"]["path"].as_str().unwrap_or("");
     let p = Path::new(path);
+    let inside = "a directory inside the bundle";
     if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-        push(
+        push(out, "root.path", format!("{path:?}"), inside);
+        return;
+    }
+    let resolve = crate::sys::fd::Resolve {
+        no_symlinks: true,
+        ..Default::default()
+    };
+    match crate::sys::fd::openat2(
+        None,
+        &bundle.dir.join(p),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        resolve,
+    ) {
+        Ok(fd) => checked.root = Some(fd),
+        Err(e) => push(
             out,
             "root.path",
-            format!("{path:?}"),
-            "a directory inside the bundle",
-        );
-    } else if std::fs::symlink_metadata(bundle.dir.join(p))
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
-        push(
-            out,
-            "root.path",
-            format!("{path:?} (a symlink)"),
-            "a directory inside the bundle",
-        );
+            format!("{path:?} ({})", e.errno.desc()),
+            format!("{inside}, no symlinks"),
+        ),
     }
 }
 
@@ -279,7 +287,7 @@ const SPECIAL_FS: [&str; 7] = [
     "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
 ];
 
-fn mounts(scope: &Scope, spec: &Value, out: &mut Found) {
+fn mounts(scope: &Scope, spec: &Value, checked: &mut Checked, out: &mut Found) {
     for (i, m) in spec["mounts"].as_array().into_iter().flatten().enumerate() {
         let field = format!("mounts[{i}]");
         let options: Vec<String> = m["options"]
@@ -311,17 +319,21 @@ fn mounts(scope: &Scope, spec: &Value, out: &mut Found) {
             continue;
         }
         let source = m["source"].as_str().unwrap_or("");
-        bind_source(scope, &field, source, &parsed, out);
+        if let Some(fd) = bind_source(scope, &field, source, &parsed, out) {
+            checked.binds.push((i, fd));
+        }
     }
 }
 
+/// Opens the source as the kernel would (symlinks followed), checks where it really
+/// is, and returns the descriptor to mount from.
 fn bind_source(
     scope: &Scope,
     field: &str,
     source: &str,
     opts: &crate::rootfs::mounts::Options,
     out: &mut Found,
-) {
+) -> Option<std::os::fd::OwnedFd> {
     use crate::sys::mount_api::attr::RDONLY;
     let allowed = || {
         let v: Vec<String> = scope
@@ -344,10 +356,19 @@ fn bind_source(
             format!("{source:?} (relative to the bundle)"),
             allowed(),
         );
-        return;
+        return None;
     }
-    // Resolved as the kernel will resolve it at mount time.
-    let resolved = match std::fs::canonicalize(source) {
+    let opened =
+        crate::sys::fd::openat2(None, Path::new(source), libc::O_PATH, 0, Default::default());
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(e) => {
+            let asked = format!("{source} ({})", e.errno.desc());
+            push(out, format!("{field}.source"), asked, allowed());
+            return None;
+        }
+    };
+    let resolved = match crate::sys::fd::fd_path(&fd) {
         Ok(p) => p,
         Err(e) => {
             push(
@@ -356,7 +377,7 @@ fn bind_source(
                 format!("{source} ({e})"),
                 allowed(),
             );
-            return;
+            return None;
         }
     };
     let Some(rule) = scope
@@ -371,11 +392,12 @@ fn bind_source(
             source.to_string()
         };
         push(out, format!("{field}.source"), shown, allowed());
-        return;
+        return None;
     };
-    let read_only = opts.set & RDONLY != 0 && (!opts.recursive_bind || opts.rec_set & RDONLY != 0);
+    let top_read_only = (opts.set | opts.rec_set) & RDONLY != 0;
+    let read_only = top_read_only && (!opts.recursive_bind || opts.rec_set & RDONLY != 0);
     if !rule.writable && !read_only {
-        let how = if opts.recursive_bind && opts.set & RDONLY != 0 {
+        let how = if opts.recursive_bind && top_read_only {
             "an rbind read-only only at its top (use rro)"
         } else {
             "a writable bind"
@@ -387,6 +409,7 @@ fn bind_source(
             format!("{} read-only", rule.path.display()),
         );
     }
+    Some(fd)
 }
 
 fn layers(scope: &Scope, bundle: &Bundle, out: &mut Found) {

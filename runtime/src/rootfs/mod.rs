@@ -68,15 +68,16 @@ pub struct Env<'a> {
 pub struct Prepared {
     /// The merged view of `left4me.layers`.
     pub root: Option<OwnedFd>,
-    /// Idmapped bind mounts, by `mounts[]` index.
-    pub idmapped: Vec<(usize, OwnedFd)>,
+    /// Bind mounts cloned runtime side, by `mounts[]` index: idmapped ones, and under a
+    /// policy every bind, cloned from the descriptor the policy approved.
+    pub binds: Vec<(usize, OwnedFd)>,
     /// CPU view files for a container whose cpuset is smaller than the machine.
     pub cpu_view: Vec<cpuview::CpuView>,
 }
 
 impl Prepared {
-    fn idmapped(&self, index: usize) -> Option<BorrowedFd<'_>> {
-        self.idmapped
+    fn bind(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        self.binds
             .iter()
             .find(|(i, _)| *i == index)
             .map(|(_, fd)| fd.as_fd())
@@ -84,32 +85,36 @@ impl Prepared {
 }
 
 /// Builds the [`Prepared`] mounts of a bundle (runtime side, host namespaces).
-/// `owner` is the host uid/gid that a newly created upper layer gets.
+/// `owner` is the host uid/gid that a newly created upper layer gets; `checked` holds
+/// what a policy check opened and approved (the rootfs, bind sources), which is then
+/// what gets mounted, whatever the bundle's owner renames meanwhile.
 pub fn prepare(
     bundle: &Bundle,
     stack: Option<&crate::layers::Stack>,
     owner: crate::layers::overlay::Owner,
+    checked: Option<&crate::policy::Checked>,
 ) -> Result<Prepared> {
-    let root = stack
+    let mut root = stack
         .map(|s| crate::layers::overlay::build(s, owner))
         .transpose()
         .step("building the layered root")?;
-    let mut idmapped = Vec::new();
-    for (i, m) in bundle
-        .spec
-        .mounts()
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, m)| m.uid_mappings().is_some() || m.gid_mappings().is_some())
-    {
-        let fd = mounts::prepare_idmapped(&bundle.dir, m)
+    if let (None, Some(fd)) = (&root, checked.and_then(|c| c.root.as_ref())) {
+        root = Some(clone_tree(Some(fd.as_fd()), Path::new(""), true).step("cloning the rootfs")?);
+    }
+    let mut binds = Vec::new();
+    for (i, m) in bundle.spec.mounts().iter().flatten().enumerate() {
+        let source_fd = checked.and_then(|c| c.bind_source(i));
+        let idmapped = m.uid_mappings().is_some() || m.gid_mappings().is_some();
+        if !idmapped && source_fd.is_none() {
+            continue;
+        }
+        let fd = mounts::prepare_bind(&bundle.dir, m, source_fd)
             .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
-        idmapped.push((i, fd));
+        binds.push((i, fd));
     }
     Ok(Prepared {
         root,
-        idmapped,
+        binds,
         cpu_view: Vec::new(),
     })
 }
@@ -284,7 +289,7 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                     new_cgroupns: env.new_cgroupns,
                     cgroup_dir: env.cgroup_dir,
                 };
-                mounts::mount_entry(&menv, m, env.prepared.idmapped(*i))
+                mounts::mount_entry(&menv, m, env.prepared.bind(*i))
                     .step_with(|| format!("mounts[{i}] {}", m.destination().display()))?;
             }
             Step::Device(node) => devices::create(root_fd()?, node, env.in_userns)?,

@@ -145,10 +145,11 @@ pub struct MountEnv<'a> {
     pub cgroup_dir: Option<&'a Path>,
 }
 
-/// Runtime side: the detached, idmapped clone of a bind mount's source
-/// (`mounts[].uidMappings`/`gidMappings`, OCI format: on-disk `containerID` appears as
-/// `hostID`). Only bind mounts can be idmapped.
-pub fn prepare_idmapped(bundle: &Path, m: &Mount) -> Result<OwnedFd> {
+/// Runtime side: the detached clone of a bind mount's source — from `checked`, the
+/// descriptor a policy check opened and approved, when there is one (so what is mounted
+/// is what was checked) — idmapped when the entry has `uidMappings`/`gidMappings` (OCI
+/// format: on-disk `containerID` appears as `hostID`). Only bind mounts can be idmapped.
+pub fn prepare_bind(bundle: &Path, m: &Mount, checked: Option<BorrowedFd<'_>>) -> Result<OwnedFd> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("bind");
     if !(opts.bind || typ == "bind") {
@@ -156,6 +157,15 @@ pub fn prepare_idmapped(bundle: &Path, m: &Mount) -> Result<OwnedFd> {
             format!("mounts[{}].uidMappings", m.destination().display()),
             "only bind mounts can be idmapped",
         ));
+    }
+    let source = bind_source(bundle, m)?;
+    let tree = match checked {
+        Some(fd) => clone_tree(Some(fd), Path::new(""), opts.recursive_bind),
+        None => clone_tree(None, &source, opts.recursive_bind),
+    }
+    .step_with(|| format!("cloning bind source {}", source.display()))?;
+    if m.uid_mappings().is_none() && m.gid_mappings().is_none() {
+        return Ok(tree);
     }
     let (Some(uids), Some(gids)) = (m.uid_mappings(), m.gid_mappings()) else {
         return Err(Error::config(
@@ -169,28 +179,26 @@ pub fn prepare_idmapped(bundle: &Path, m: &Mount) -> Result<OwnedFd> {
             .collect::<Vec<_>>()
     };
     let userns = crate::idmap::Userns::with_mappings(&to_ranges(uids), &to_ranges(gids))?;
-    let source = bind_source(bundle, m)?;
-    let tree = clone_tree(None, &source, opts.recursive_bind)
-        .step_with(|| format!("cloning bind source {}", source.display()))?;
     crate::sys::mount_api::idmap(tree.as_fd(), userns.as_fd(), opts.recursive_bind, &source)
         .step("idmapping the bind mount")?;
     Ok(tree)
 }
 
-/// Mounts one `mounts[]` entry at its destination inside the rootfs; `idmapped` is the
-/// runtime's prepared clone for an idmapped bind mount.
-pub fn mount_entry(env: &MountEnv<'_>, m: &Mount, idmapped: Option<BorrowedFd<'_>>) -> Result<()> {
+/// Mounts one `mounts[]` entry at its destination inside the rootfs; `prepared` is the
+/// runtime's clone of a bind mount's source (idmapped ones, and every bind of a bundle
+/// under a policy).
+pub fn mount_entry(env: &MountEnv<'_>, m: &Mount, prepared: Option<BorrowedFd<'_>>) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m
         .typ()
         .as_deref()
         .unwrap_or(if opts.bind { "bind" } else { "" });
     let dest = m.destination();
-    let detached = if let Some(prepared) = idmapped {
+    let detached = if let Some(prepared) = prepared {
         let source = bind_source(env.bundle, m)?;
         let tree = prepared
             .try_clone_to_owned()
-            .map_err(|e| Error::io("idmapped mount descriptor", e))?;
+            .map_err(|e| Error::io("prepared bind mount descriptor", e))?;
         apply_bind_attrs(&tree, &opts, &source)?;
         tree
     } else if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
