@@ -12,9 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "OCI container runtime for left4me game servers"
 )]
 pub struct Cli {
-    /// Directory for container state (tmpfs recommended).
-    #[arg(long, global = true, default_value = "/run/left4me-runtime")]
-    pub root: PathBuf,
+    /// Directory for container state (tmpfs recommended); default /run/left4me-runtime,
+    /// or $XDG_RUNTIME_DIR/left4me-runtime when run by another user than root.
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
     /// Write the log here instead of stderr.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -24,8 +25,8 @@ pub struct Cli {
     pub debug: bool,
     /// Where automatic user namespaces' UID/GID blocks are recorded (persistent storage:
     /// a container keeps its block across restarts and reboots).
-    #[arg(long, global = true, default_value = crate::idblocks::DEFAULT_FILE)]
-    pub id_blocks: PathBuf,
+    #[arg(long, global = true)]
+    pub id_blocks: Option<PathBuf>,
     /// The policy for bundles written by less trusted users (root only; default
     /// /etc/left4me-runtime/policy.json when it exists).
     #[arg(long, global = true)]

@@ -33,6 +33,8 @@ pub struct InitArgs<'a> {
     pub listen_fds: u32,
     /// Mounts the runtime built for init to attach.
     pub prepared: &'a rootfs::Prepared,
+    /// The validated layers (rootless: init mounts the overlay itself).
+    pub stack: Option<&'a crate::layers::Stack>,
     /// `linux.seccomp`, compiled by the runtime before anything existed.
     pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
@@ -152,6 +154,7 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
         cgroup_dir: args.cgroup_dir.as_deref(),
         no_pivot: args.no_pivot,
         prepared: args.prepared,
+        stack: args.stack,
         before_pivot: if hooks_wanted { Some(&run_hooks) } else { None },
     };
     let steps = rootfs::plan(&env)?;

@@ -23,6 +23,7 @@ pub mod notify;
 pub mod policy;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;

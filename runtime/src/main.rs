@@ -10,7 +10,7 @@ use left4me_runtime::cli::{
 use left4me_runtime::container::{create, events, exec, info, lifecycle, run, supervise, Paths};
 use left4me_runtime::error::{Error, Result};
 use left4me_runtime::idblocks::{self, Allocator};
-use left4me_runtime::{exe_guard, log};
+use left4me_runtime::{exe_guard, log, rootless};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,8 +55,14 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         (None, None)
     };
     let paths = Paths {
-        root: cli.root.clone(),
-        id_blocks: cli.id_blocks.clone(),
+        root: match &cli.root {
+            Some(root) => root.clone(),
+            None => rootless::default_root()?,
+        },
+        id_blocks: match &cli.id_blocks {
+            Some(file) => file.clone(),
+            None => rootless::default_id_blocks(),
+        },
         policy,
         policy_notice,
     };
@@ -353,7 +359,10 @@ fn load_policy(cli: &Cli) -> Result<LoadedPolicy> {
         None => (std::path::PathBuf::from(policy::DEFAULT_FILE), false),
     };
     let loaded = policy::load(&path, explicit)?;
-    let notice = (loaded.is_none() && matches!(cli.command, Command::Run { .. })).then(|| {
+    // A policy guards root; rootless containers get nothing a policy would refuse them.
+    let announce =
+        !left4me_runtime::rootless::active() && matches!(cli.command, Command::Run { .. });
+    let notice = (loaded.is_none() && announce).then(|| {
         format!(
             "no policy in force ({} does not exist): bundles are trusted as runc trusts them",
             path.display()

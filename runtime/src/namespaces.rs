@@ -144,7 +144,13 @@ pub fn map_lines(mappings: &[LinuxIdMapping]) -> String {
 }
 
 /// Writes the container's uid and gid maps for `pid` (which sits in a new user namespace).
+/// Rootless, the kernel lets a user map only their own ids (after denying setgroups);
+/// other (subordinate) ids go through the setuid newuidmap/newgidmap helpers, which
+/// check them against /etc/subuid and /etc/subgid.
 pub fn write_id_maps(pid: Pid, linux: &Linux) -> Result<()> {
+    if crate::rootless::active() {
+        return crate::rootless::write_id_maps(pid, linux.uid_mappings(), linux.gid_mappings());
+    }
     let write = |file: &str, content: String| -> Result<()> {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         std::fs::write(&path, content.as_bytes()).at(&path)

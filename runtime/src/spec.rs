@@ -425,6 +425,8 @@ pub fn rootless_config(uid: u32, gid: u32) -> Value {
         .as_array_mut()
         .expect("default mounts are an array");
     mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+    // /dev/mqueue stays a real mqueue mount: the container's IPC namespace belongs to its
+    // user namespace (runc binds the host's, which not every host has mounted).
     for m in mounts.iter_mut() {
         if m["destination"] == "/sys" {
             *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
@@ -438,10 +440,6 @@ pub fn rootless_config(uid: u32, gid: u32) -> Value {
                 "ptmxmode=0666",
                 "mode=0620"
             ]);
-        }
-        if m["destination"] == "/dev/mqueue" {
-            *m = json!({"destination": "/dev/mqueue", "type": "none", "source": "/dev/mqueue",
-                        "options": ["rbind", "nosuid", "noexec", "nodev"]});
         }
     }
     config

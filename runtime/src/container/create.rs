@@ -249,6 +249,23 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         }
         None => None,
     };
+    let cgroup_dir = match cgroup_dir {
+        Some(dir) if crate::rootless::active() && !crate::rootless::may_create(&dir) => {
+            if !limits.is_empty() || pin || public_only {
+                return Err(Error::Unsupported(format!(
+                    "rootless: {} is outside the cgroup subtree delegated to this user, and                      linux.resources (or a cgroup annotation) needs a group; run under                      `systemd-run --user --scope -p Delegate=yes` or drop the limits",
+                    dir.display()
+                )));
+            }
+            // Device rules need no group here: a user namespace cannot create devices.
+            crate::log::debug(&format!(
+                "rootless: no cgroup ({} is not writable), none needed",
+                dir.display()
+            ));
+            None
+        }
+        other => other,
+    };
     let mut st = State {
         oci_version: bundle.spec.version().clone(),
         id: id.to_string(),
@@ -319,6 +336,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             preserve_fds: opts.preserve_fds + listen,
             listen_fds: listen,
             prepared: &prepared,
+            stack,
             seccomp,
         })
     };

@@ -43,9 +43,38 @@ fn fd_path(fd: &OwnedFd) -> String {
 pub fn build(stack: &Stack, owner: Owner) -> Result<OwnedFd> {
     let upper = match &stack.upper {
         None => None,
-        Some((upper, work)) => Some(prepare_upper(upper, work, owner)?),
+        Some((upper, work)) => Some(prepare_dirs(upper, work, Some(owner))?),
     };
     in_private_mount_namespace(|| assemble(stack, upper.as_ref()))
+}
+
+/// Rootless: the overlay is mounted by the container's init, inside its own user and
+/// mount namespaces (the only place an unprivileged user may mount one); the runtime
+/// only prepares the upper and work directories, owned by the caller.
+pub struct InInit {
+    upper: Option<UpperDirs>,
+}
+
+impl InInit {
+    pub fn prepare(stack: &Stack) -> Result<InInit> {
+        if let Some(layer) = stack.lower.iter().find(|l| l.uid_mappings.is_some()) {
+            return Err(Error::Unsupported(format!(
+                "rootless: layer {} asks for an idmap; idmapped mounts need root \
+                 (CAP_SYS_ADMIN in the initial user namespace)",
+                layer.reference
+            )));
+        }
+        let upper = match &stack.upper {
+            None => None,
+            Some((upper, work)) => Some(prepare_dirs(upper, work, None)?),
+        };
+        Ok(InInit { upper })
+    }
+
+    /// In init (its private mount namespace): the merged view, detached.
+    pub fn assemble(&self, stack: &Stack) -> Result<OwnedFd> {
+        assemble(stack, self.upper.as_ref())
+    }
 }
 
 struct UpperDirs {
@@ -53,11 +82,12 @@ struct UpperDirs {
     work: (PathBuf, OwnedFd),
 }
 
-/// Creates (if missing) and checks the upper and work directories.
-fn prepare_upper(upper: &Path, work: &Path, owner: Owner) -> Result<UpperDirs> {
+/// Creates (if missing) and checks the upper and work directories; `owner` None: left
+/// to the caller (rootless).
+fn prepare_dirs(upper: &Path, work: &Path, owner: Option<Owner>) -> Result<UpperDirs> {
+    let root = owner.map(|_| Owner { uid: 0, gid: 0 });
     let upper_fd = ensure_dir(upper, owner).step("preparing the upper layer")?;
-    let work_fd =
-        ensure_dir(work, Owner { uid: 0, gid: 0 }).step("preparing the work directory")?;
+    let work_fd = ensure_dir(work, root).step("preparing the work directory")?;
     let (up, wk) = (
         nix::sys::stat::fstat(upper_fd.as_fd()),
         nix::sys::stat::fstat(work_fd.as_fd()),
@@ -223,8 +253,8 @@ fn mount_overlay(lowers: &[OwnedFd], upper: Option<(&OwnedFd, &OwnedFd)>) -> Res
     ctx.mount(0).step("mounting the overlay")
 }
 
-/// Opens `dir`, creating it (and missing parents, root-owned) with `owner` if absent.
-fn ensure_dir(dir: &Path, owner: Owner) -> Result<OwnedFd> {
+/// Opens `dir`, creating it (and missing parents) with `owner` if absent.
+fn ensure_dir(dir: &Path, owner: Option<Owner>) -> Result<OwnedFd> {
     match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -248,7 +278,9 @@ fn ensure_dir(dir: &Path, owner: Owner) -> Result<OwnedFd> {
                 .mode(0o755)
                 .create(&tmp)
                 .at(&tmp)?;
-            std::os::unix::fs::chown(&tmp, Some(owner.uid), Some(owner.gid)).at(&tmp)?;
+            if let Some(owner) = owner {
+                std::os::unix::fs::chown(&tmp, Some(owner.uid), Some(owner.gid)).at(&tmp)?;
+            }
             match std::fs::rename(&tmp, dir) {
                 Ok(()) => {}
                 // Someone else created it meanwhile: theirs wins.

@@ -56,6 +56,8 @@ pub struct Env<'a> {
     pub cgroup_dir: Option<&'a Path>,
     pub no_pivot: bool,
     pub prepared: &'a Prepared,
+    /// The layers, for a layered root assembled here (rootless).
+    pub stack: Option<&'a crate::layers::Stack>,
     /// Called right before pivot_root (the hooks' point in the OCI lifecycle).
     pub before_pivot: Option<&'a dyn Fn() -> Result<()>>,
 }
@@ -68,6 +70,8 @@ pub struct Env<'a> {
 pub struct Prepared {
     /// The merged view of `left4me.layers`.
     pub root: Option<OwnedFd>,
+    /// Rootless: the layered root is assembled by init (see overlay::InInit).
+    pub layers_in_init: Option<crate::layers::overlay::InInit>,
     /// Bind mounts cloned runtime side, by `mounts[]` index: idmapped ones, and under a
     /// policy every bind, cloned from the descriptor the policy approved.
     pub binds: Vec<(usize, OwnedFd)>,
@@ -94,7 +98,14 @@ pub fn prepare(
     owner: crate::layers::overlay::Owner,
     checked: Option<&crate::policy::Checked>,
 ) -> Result<Prepared> {
+    let rootless = crate::rootless::active();
+    let layers_in_init = stack
+        .filter(|_| rootless)
+        .map(crate::layers::overlay::InInit::prepare)
+        .transpose()
+        .step("preparing the layered root")?;
     let mut root = stack
+        .filter(|_| !rootless)
         .map(|s| crate::layers::overlay::build(s, owner))
         .transpose()
         .step("building the layered root")?;
@@ -114,6 +125,7 @@ pub fn prepare(
     }
     Ok(Prepared {
         root,
+        layers_in_init,
         binds,
         cpu_view: Vec::new(),
     })
@@ -156,7 +168,7 @@ pub fn plan(env: &Env<'_>) -> Result<Vec<Step>> {
             Some((Propagation::Private, _)) => Propagation::Private,
             _ => Propagation::Slave,
         }),
-        if env.prepared.root.is_some() {
+        if env.prepared.root.is_some() || env.prepared.layers_in_init.is_some() {
             AttachLayeredRoot
         } else {
             BindRootfs
@@ -260,10 +272,15 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                 )?);
             }
             Step::AttachLayeredRoot => {
-                let merged = env
-                    .prepared
-                    .root
+                let assembled = match (&env.prepared.layers_in_init, env.stack) {
+                    (Some(in_init), Some(stack)) => {
+                        Some(in_init.assemble(stack).step("mounting the layered root")?)
+                    }
+                    _ => None,
+                };
+                let merged = assembled
                     .as_ref()
+                    .or(env.prepared.root.as_ref())
                     .ok_or_else(|| Error::Init("no layered root was prepared".into()))?;
                 let open_rootfs = || {
                     openat2(
