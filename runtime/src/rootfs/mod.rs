@@ -465,6 +465,7 @@ mod tests {
             cgroup_dir: None,
             no_pivot: false,
             prepared: &Prepared::default(),
+            stack: None,
             before_pivot: None,
         };
         let steps = plan(&env).unwrap();
@@ -494,6 +495,7 @@ mod tests {
             cgroup_dir: None,
             no_pivot: true,
             prepared: &Prepared::default(),
+            stack: None,
             before_pivot: None,
         };
         let steps = plan(&env).unwrap();
