@@ -280,7 +280,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             };
             let (pid, console) = exec::exec(&paths, id, &opts)?;
             if let Some(signals) = signals {
-                return Ok(supervise::supervise(&signals, pid, console, None)?.code as u8);
+                return Ok(supervise::supervise(&signals, pid, console, None, false)?.code as u8);
             }
         }
         Command::Layers(LayersCommand::Check { bundle, format }) => {
@@ -338,7 +338,7 @@ fn run_command(
         }
         return Ok(0);
     }
-    Ok(run::foreground(paths, id, opts, keep, limit)?.code as u8)
+    Ok(run::foreground(paths, id, opts, keep, limit, false)?.code as u8)
 }
 
 /// The policy in force: `--policy FILE` (root only), else the default file if present.

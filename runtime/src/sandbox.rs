@@ -84,7 +84,8 @@ pub fn build(paths: &Paths, opts: &BuildOptions) -> Result<u8> {
         own_console: false,
         notify_relay: false,
     };
-    let report = run::foreground(paths, &opts.id, &create, false, Some(timeout))?;
+    // Cancelling a build (systemctl stop: SIGTERM) ends it at once, all of it.
+    let report = run::foreground(paths, &opts.id, &create, false, Some(timeout), true)?;
     drop(bundle);
     let took = started.elapsed();
     let id = &opts.id;
@@ -92,6 +93,11 @@ pub fn build(paths: &Paths, opts: &BuildOptions) -> Result<u8> {
         return Err(Error::Build(format!(
             "build {id}: stopped at its wall-time limit of {}",
             run::human_duration(timeout)
+        )));
+    }
+    if report.cancelled {
+        return Err(Error::Build(format!(
+            "build {id}: cancelled (stop signal); the overlay is incomplete"
         )));
     }
     if let Some((_, max)) = report.oom {

@@ -838,3 +838,41 @@ impl Drop for DirGuard {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Cancelling a build (`systemctl stop` sends SIGTERM to the runtime) ends it at once,
+/// background processes included, although bash as PID 1 ignores SIGTERM.
+#[test]
+fn a_cancelled_build_stops_at_once_with_all_its_processes() {
+    if !can_run() {
+        return;
+    }
+    let marker = format!(
+        "400.{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let sb = Sandbox::new(
+        "cancel",
+        &format!("sleep {marker} &\nsleep {marker}\necho not reached > late.txt\n"),
+    );
+    let mut running = spawn_captured(&mut sb.command(&[]), &sb.dir);
+    wait_for(|| processes_with(&marker).len() >= 2 || running.0.try_wait().unwrap().is_some());
+    assert_eq!(processes_with(&marker).len(), 2, "the sleeps never ran");
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(running.0.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let out = finish(running);
+    let err = fails_mentioning(&out, "cancelled (stop signal)");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
+    assert!(!sb.overlay().join("late.txt").exists());
+    sb.assert_gone();
+}

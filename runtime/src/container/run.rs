@@ -22,6 +22,8 @@ pub struct Report {
     pub oom: Option<(u64, String)>,
     /// Forks refused at the task limit (`pids.events`).
     pub task_limit_hits: u64,
+    /// Stopped by SIGTERM/SIGINT/SIGHUP under `kill_on_stop`.
+    pub cancelled: bool,
 }
 
 /// Creates, starts and supervises `id` until its process ends; deletes it unless `keep`.
@@ -32,6 +34,7 @@ pub fn foreground(
     opts: &create::CreateOptions,
     keep: bool,
     limit: Option<Duration>,
+    kill_on_stop: bool,
 ) -> Result<Report> {
     let signals = supervise::block_signals()?;
     let created = create::create(paths, id, opts)?;
@@ -57,13 +60,21 @@ pub fn foreground(
         log::warn(&format!("sd_notify READY=1: {e}"));
     }
     let deadline = limit.map(|l| Instant::now() + l);
-    let outcome = supervise::supervise(&signals, created.init.pid(), created.console, deadline);
+    let outcome = supervise::supervise(
+        &signals,
+        created.init.pid(),
+        created.console,
+        deadline,
+        kill_on_stop,
+    );
     if let Some(relay) = relay {
         relay.finish();
     }
-    if matches!(outcome, Ok(o) if o.timed_out) {
+    if matches!(outcome, Ok(o) if o.timed_out || o.cancelled) {
         // Everything left in the group goes too (processes outside init's namespace).
         let _ = lifecycle::kill(paths, id, Signal::SIGKILL, true);
+    }
+    if matches!(outcome, Ok(o) if o.timed_out) {
         say(&format!(
             "container {id}: killed after its wall-time limit of {} (--timeout)",
             human_duration(limit.unwrap_or_default())
@@ -90,6 +101,7 @@ pub fn foreground(
     Ok(Report {
         code: outcome.code,
         timed_out: outcome.timed_out,
+        cancelled: outcome.cancelled,
         oom,
         task_limit_hits,
     })

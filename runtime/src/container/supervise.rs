@@ -56,6 +56,8 @@ pub struct Outcome {
     pub code: i32,
     /// The wall-time limit passed and the process was killed.
     pub timed_out: bool,
+    /// A stop signal came with `kill_on_stop` and the process was killed.
+    pub cancelled: bool,
 }
 
 /// Waits for `pid` (a child of this process) while forwarding signals and the terminal;
@@ -65,8 +67,10 @@ pub fn supervise(
     pid: Pid,
     console: Option<OwnedFd>,
     deadline: Option<std::time::Instant>,
+    kill_on_stop: bool,
 ) -> Result<Outcome> {
     let mut timed_out = false;
+    let mut cancelled = false;
     let _raw = console.as_ref().map(|_| RawMode::enter());
     if let Some(master) = &console {
         copy_winsize(master.as_fd());
@@ -81,7 +85,11 @@ pub fn supervise(
                     if let Some(master) = &console {
                         drain(master);
                     }
-                    return Ok(Outcome { code, timed_out });
+                    return Ok(Outcome {
+                        code,
+                        timed_out,
+                        cancelled,
+                    });
                 }
             }
             Err(Errno::EINTR) => continue,
@@ -136,6 +144,12 @@ pub fn supervise(
                             }
                         }
                         Ok(Signal::SIGCHLD) | Err(_) => {}
+                        // A build's init (bash as PID 1) ignores what it has no handler
+                        // for: stopping it means killing it, and its namespace with it.
+                        Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) if kill_on_stop => {
+                            cancelled = true;
+                            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                        }
                         Ok(sig) => {
                             let _ = nix::sys::signal::kill(pid, sig);
                         }
