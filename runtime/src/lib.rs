@@ -11,6 +11,7 @@ pub mod container;
 pub mod edit;
 pub mod error;
 pub mod exe_guard;
+pub mod fault;
 pub mod hooks;
 pub mod idblocks;
 pub mod idmap;

@@ -38,6 +38,28 @@ pub fn runtime_bin() -> PathBuf {
     bin
 }
 
+/// The runtime built with `--features fault-injection` (named crash points, see
+/// runtime/src/fault.rs): `LEFT4ME_FAULT_BIN`, else built here into target/fault once.
+pub fn fault_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("LEFT4ME_FAULT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let target = workspace().join("target/fault");
+        let st = Command::new("cargo")
+            .args(["build", "--release", "-p", "left4me-runtime"])
+            .args(["--features", "fault-injection", "--target-dir"])
+            .arg(&target)
+            .current_dir(workspace())
+            .status()
+            .expect("running cargo");
+        assert!(st.success(), "building the fault-injection runtime");
+        target.join("release/left4me-runtime")
+    })
+    .clone()
+}
+
 /// tests/src/bin/subreaper.rs, built by cargo with the integration tests (see
 /// [`Runtime::cmd_reaped`]).
 pub fn subreaper_bin() -> PathBuf {

@@ -56,6 +56,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
             .allocate(id, &auto)
             .step("allocating a UID/GID block")?;
         bundle.use_id_block(start)?;
+        crate::fault::point("create.after-id-block");
     }
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let plan = Plan::from_spec(linux)?;
@@ -98,6 +99,7 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         ));
     }
     let dir = StateDir::create(&paths.root, id)?;
+    crate::fault::point("create.after-state-dir");
     let notify = match relay_notify(&dir, opts.notify_relay && container_notifies, &mut bundle) {
         Ok(n) => n,
         Err(e) => {
@@ -282,6 +284,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     };
     // Recorded before the cgroup exists, so `delete` after a crash knows what to remove.
     dir.save(&st).step("recording state")?;
+    crate::fault::point("create.after-state-record");
     let snapshot = serde_json::to_vec(&bundle.spec).map_err(|e| Error::Init(e.to_string()))?;
     state::write_atomic(&dir.file(state::CONFIG_SNAPSHOT), &snapshot, 0o600)?;
     if let Some(cg_dir) = cgroup_dir {
@@ -297,6 +300,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
             });
         }
         let cg = Cgroup::create(cg_dir).step("creating the cgroup")?;
+        crate::fault::point("create.after-cgroup");
         let mount = mount.as_deref().expect("a group needs a hierarchy");
         let delegated = cgroups::own_base()?;
         let delegated = mount.join(delegated.strip_prefix("/").unwrap_or(&delegated));
@@ -304,6 +308,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         undo.cgroup = Some(cg);
         // Before the container's first process exists: it is cloned into the group.
         applied.step("applying linux.resources")?;
+        crate::fault::point("create.after-limits");
         if let Some(rules) = device_rules {
             let cg = undo.cgroup.as_ref().expect("just set");
             cgroups::devices::install(&cg.dir, rules)
@@ -342,6 +347,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     };
     let pid = spawn_init(dir, plan, cgroup_fd.as_ref(), &parent_ch, child_ch, spawn)?;
     undo.init = Some(pid);
+    crate::fault::point("create.after-init-spawn");
     if cgroup_fd.is_none() {
         if let Some(cg) = &undo.cgroup {
             cg.add(pid).step("joining the cgroup")?;
@@ -349,6 +355,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     }
     if plan.new_user {
         namespaces::write_id_maps(pid, linux)?;
+        crate::fault::point("create.after-id-maps");
     }
     if let Some(adj) = bundle
         .spec
@@ -364,10 +371,12 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     st.init = Some(ProcessId::of(pid)?);
     dir.save(&st)?;
     parent_ch.send(&Message::Go)?;
+    crate::fault::point("create.after-init-go");
     if crate::hooks::any_before_start(&bundle.spec) {
         run_runtime_hooks(&parent_ch, &st, pid, bundle, undo)?;
     }
     parent_ch.expect_ready()?;
+    crate::fault::point("create.after-init-ready");
     let console = match console_for_us {
         Some(sock) => Some(crate::console::receive(sock.as_fd())?),
         None => None,
@@ -378,6 +387,7 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
     if let Some(pid_file) = &opts.pid_file {
         write_pid_file(pid_file, pid)?;
     }
+    crate::fault::point("create.after-created");
     Ok(Created {
         init: st.init.expect("set above"),
         console,

@@ -21,12 +21,14 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
     let mut st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
     require(&st, &[Status::Created], "start it")?;
     let sock_path = crate::init::start_socket_path(&dir.path);
+    crate::fault::point("start.before-signal");
     let mut conn =
         crate::init::connect_start_socket(&dir.path).step("reaching the container process")?;
     let _ = std::fs::remove_file(&sock_path);
     let mut failure = String::new();
     // EOF comes when the exec closed the (close-on-exec) connection.
     conn.read_to_string(&mut failure).at(&sock_path)?;
+    crate::fault::point("start.after-signal");
     if !failure.is_empty() {
         st.status = Status::Stopped;
         dir.save(&st)?;
@@ -213,6 +215,7 @@ pub fn delete(paths: &Paths, id: &str, force: bool) -> Result<()> {
     crate::cgroups::pinning::Pins::new(&paths.root)
         .release(id)
         .step("releasing the pinned CPU")?;
+    crate::fault::point("delete.before-state-removal");
     dir.remove().step("removing the state directory")?;
     if let (Some(hooks), Some(state)) = (poststop, last_state) {
         use crate::hooks::{state_for, Stage};
@@ -237,9 +240,11 @@ pub fn destroy(st: &State) -> Result<()> {
             }
         }
     }
+    crate::fault::point("delete.after-kill");
     if let Some(cg) = cgroup {
         cg.destroy().step("removing the cgroup")?;
     }
+    crate::fault::point("delete.after-cgroup");
     Ok(())
 }
 

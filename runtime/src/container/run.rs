@@ -42,6 +42,7 @@ pub fn foreground(
         let _ = lifecycle::delete(paths, id, true);
         return Err(e);
     }
+    crate::fault::point("run.after-start");
     if let Some(notice) = &paths.policy_notice {
         log::warn(notice);
     }
