@@ -48,6 +48,13 @@ pub fn parse_cpu_list(list: &str) -> std::result::Result<Vec<usize>, String> {
     Ok(cpus)
 }
 
+/// An rlimit by its OCI name (`RLIMIT_NOFILE`).
+pub fn rlimit_by_name(name: &str) -> Option<Resource> {
+    serde_json::from_value::<PosixRlimitType>(serde_json::Value::from(name))
+        .ok()
+        .map(rlimit_resource)
+}
+
 fn rlimit_resource(t: PosixRlimitType) -> Resource {
     match t {
         PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,

@@ -305,22 +305,47 @@ pub fn read(root: &Path, id: &str) -> Result<State> {
 
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let prefix = format!(".{name}.tmp.");
+    let tmp = path.with_file_name(format!("{prefix}{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&tmp)
         .at(&tmp)?;
     file.write_all(bytes).at(&tmp)?;
     nix::unistd::fsync(file.as_fd()).map_err(|e| Error::io(&tmp, e.into()))?;
-    std::fs::rename(&tmp, path).at(path)
+    std::fs::rename(&tmp, path).at(path)?;
+    remove_stale_temps(path, &prefix);
+    Ok(())
+}
+
+/// Temp files of writers that were killed before their rename (`.NAME.tmp.PID` whose PID
+/// no longer exists) would otherwise pile up next to long-lived files (the id-block and
+/// pinning tables).
+fn remove_stale_temps(path: &Path, prefix: &str) {
+    let Some(dir) = path.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Ids of every container under `root`.

@@ -129,7 +129,8 @@ pub fn copy_busybox_rootfs(dest: &Path) {
     assert!(status.success(), "copying the rootfs to {}", dest.display());
 }
 
-fn unique(prefix: &str) -> String {
+/// `PREFIX-PID-N`: names no other test (or test process) uses.
+pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}-{}",
         std::process::id(),

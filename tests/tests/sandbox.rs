@@ -18,14 +18,6 @@ use left4me_runtime_tests::*;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
 const RESOLV_CONF: &str = "nameserver 192.0.2.53\noptions ndots:1\n";
 const SKIP_FLAG: &str = "--skip-unavailable-limits";
 
@@ -132,7 +124,7 @@ fn fails_mentioning(out: &Output, needle: &str) -> String {
 
 /// Starts `cmd` with stdout and stderr going to files (read back by [`finish`]).
 fn spawn_captured(cmd: &mut Command, dir: &Path) -> (Child, PathBuf, PathBuf) {
-    let (out, err) = (dir.join(uniq("stdout")), dir.join(uniq("stderr")));
+    let (out, err) = (dir.join(unique("stdout")), dir.join(unique("stderr")));
     let child = cmd
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
@@ -161,12 +153,12 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(name: &str, script: &str) -> Sandbox {
-        let dir = scratch().join(uniq(&format!("sandbox-{name}")));
+        let dir = scratch().join(unique(&format!("sandbox-{name}")));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("script.sh"), script).unwrap();
         std::fs::write(dir.join("resolv.conf"), RESOLV_CONF).unwrap();
         Sandbox {
-            id: uniq(name),
+            id: unique(name),
             dir,
             rt: Runtime::new(),
         }
@@ -252,7 +244,7 @@ fn a_script_fills_the_overlay_as_an_unprivileged_user_in_a_read_only_system() {
     if !can_run() {
         return;
     }
-    let private_tmp = uniq("l4m-sandbox-private");
+    let private_tmp = unique("l4m-sandbox-private");
     let sb = Sandbox::new(
         "fills",
         &format!(
@@ -342,7 +334,7 @@ fn mounts_new_namespaces_and_other_processes_are_out_of_reach() {
     if !can_run() {
         return;
     }
-    let secret = uniq("hunter2-secret-value");
+    let secret = unique("hunter2-secret-value");
     let sb = Sandbox::new(
         "escapes",
         r#"mount -t tmpfs t /tmp 2>/dev/null; echo "mount=$?"
@@ -747,13 +739,13 @@ fn the_network_reaches_public_addresses_only() {
         return;
     }
     let mut lab = NetLab::new();
-    let files = scratch().join(uniq("sandbox-net-files"));
+    let files = scratch().join(unique("sandbox-net-files"));
     let _files = DirGuard(files.clone());
     let (public, local) = (files.join("public"), files.join("local"));
     std::fs::create_dir_all(&public).unwrap();
     std::fs::create_dir_all(&local).unwrap();
-    let public_text = uniq("public-content");
-    let local_text = uniq("loopback-content");
+    let public_text = unique("public-content");
+    let local_text = unique("loopback-content");
     std::fs::write(public.join("pub.txt"), &public_text).unwrap();
     std::fs::write(local.join("loop.txt"), &local_text).unwrap();
     let (client, peer) = (lab.client.clone(), lab.peer.clone());

@@ -255,7 +255,9 @@ fn build(dir: &StateDir, request: &Request<'_>, undo: &mut Undo) -> Result<Creat
         Some(dir) if crate::rootless::active() && !crate::rootless::may_create(&dir) => {
             if !limits.is_empty() || pin || public_only {
                 return Err(Error::Unsupported(format!(
-                    "rootless: {} is outside the cgroup subtree delegated to this user, and                      linux.resources (or a cgroup annotation) needs a group; run under                      `systemd-run --user --scope -p Delegate=yes` or drop the limits",
+                    "rootless: {} is outside the cgroup subtree delegated to this user, and \
+                     linux.resources (or a cgroup annotation) needs a group; run under \
+                     `systemd-run --user --scope -p Delegate=yes` or drop the limits",
                     dir.display()
                 )));
             }

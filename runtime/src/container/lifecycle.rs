@@ -21,6 +21,13 @@ pub fn start(paths: &Paths, id: &str) -> Result<()> {
     let mut st = dir.load()?.ok_or_else(|| Error::NotFound(id.into()))?;
     require(&st, &[Status::Created], "start it")?;
     let sock_path = crate::init::start_socket_path(&dir.path);
+    // The socket goes when a start reaches the process: a start that was killed after
+    // that (the process runs) but before recording it is completed here.
+    if !sock_path.exists() {
+        st.status = Status::Running;
+        dir.save(&st).step("recording state")?;
+        return Ok(());
+    }
     crate::fault::point("start.before-signal");
     let mut conn =
         crate::init::connect_start_socket(&dir.path).step("reaching the container process")?;

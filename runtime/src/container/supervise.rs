@@ -35,6 +35,8 @@ pub fn block_signals() -> Result<SignalFd> {
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| SysError::new("sigprocmask", "", e))?;
+    // After blocking: nothing is delivered (and acted on by default) in between.
+    crate::sys::process::default_dispositions(&FORWARDED)?;
     Ok(
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| SysError::new("signalfd", "", e))?,

@@ -157,7 +157,7 @@ fn in_private_mount_namespace(f: impl FnOnce() -> Result<OwnedFd>) -> Result<Own
 
 /// Opens `path` again in the current mount namespace and checks it is still the
 /// directory validated as `checked` (same device and inode).
-fn reopen_here(path: &Path, checked: &OwnedFd) -> Result<OwnedFd> {
+pub(crate) fn reopen_here(path: &Path, checked: &OwnedFd) -> Result<OwnedFd> {
     let here = openat2(
         None,
         path,

@@ -82,6 +82,11 @@ pub struct Scope {
     /// `org.left4me.network`, `org.left4me.notify`) that bundles may set.
     #[serde(default)]
     pub annotations: Vec<String>,
+    /// The highest hard limit each `process.rlimits` type may ask for; a type not named
+    /// here may not go above the runtime's own hard limit (which, for RLIMIT_NICE and
+    /// RLIMIT_RTPRIO, keeps realtime and raised priorities out of reach).
+    #[serde(default)]
+    pub rlimits: std::collections::BTreeMap<String, u64>,
     /// The lowest `process.oomScoreAdj` allowed.
     #[serde(default)]
     pub oom_score_adj_min: i32,

@@ -134,6 +134,7 @@ fn process(scope: &Scope, spec: &Value, out: &mut Found) {
             );
         }
     }
+    rlimits(scope, p, out);
     if p["ioPriority"]["class"] == "IOPRIO_CLASS_RT" {
         push(
             out,
@@ -142,6 +143,43 @@ fn process(scope: &Scope, spec: &Value, out: &mut Found) {
             "IOPRIO_CLASS_BE, IOPRIO_CLASS_IDLE",
         );
     }
+}
+
+/// The runtime (root) could set any limit: a bundle gets what the policy names, or no
+/// more than the runtime itself has.
+fn rlimits(scope: &Scope, process: &Value, out: &mut Found) {
+    for (i, r) in process["rlimits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let kind = r["type"].as_str().unwrap_or("");
+        let hard = r["hard"].as_u64().unwrap_or(u64::MAX);
+        let soft = r["soft"].as_u64().unwrap_or(u64::MAX);
+        let asked = hard.max(soft);
+        let (max, why) = match scope.rlimits.get(kind) {
+            Some(max) => (*max, format!("at most {max}")),
+            None => {
+                let own = own_hard_limit(kind);
+                (own, format!("at most the runtime's own hard limit {own}"))
+            }
+        };
+        if asked > max {
+            push(
+                out,
+                format!("process.rlimits[{i}] {kind}"),
+                asked.to_string(),
+                why,
+            );
+        }
+    }
+}
+
+fn own_hard_limit(kind: &str) -> u64 {
+    crate::process::rlimit_by_name(kind)
+        .and_then(|r| nix::sys::resource::getrlimit(r).ok())
+        .map_or(0, |(_, hard)| hard)
 }
 
 fn namespaces(scope: &Scope, spec: &Value, out: &mut Found) {
@@ -394,7 +432,10 @@ fn bind_source(
         push(out, format!("{field}.source"), shown, allowed());
         return None;
     };
-    let top_read_only = (opts.set | opts.rec_set) & RDONLY != 0;
+    // Conservative: any rw/rrw anywhere makes it writable (the top-level words are
+    // applied after the recursive ones).
+    let cleared = (opts.clear | opts.rec_clear) & RDONLY != 0;
+    let top_read_only = !cleared && (opts.set | opts.rec_set) & RDONLY != 0;
     let read_only = top_read_only && (!opts.recursive_bind || opts.rec_set & RDONLY != 0);
     if !rule.writable && !read_only {
         let how = if opts.recursive_bind && top_read_only {
@@ -496,7 +537,7 @@ fn hooks(scope: &Scope, spec: &Value, out: &mut Found) {
 }
 
 /// The file and its directories are root's alone (no one else can replace what runs).
-fn root_owned_chain(path: &Path) -> Result<(), String> {
+pub(super) fn root_owned_chain(path: &Path) -> Result<(), String> {
     let mut p = Some(path);
     while let Some(cur) = p {
         let meta = std::fs::symlink_metadata(cur).map_err(|e| format!("{}: {e}", cur.display()))?;

@@ -166,12 +166,19 @@ fn load(name: &str) -> Result<Value, String> {
     let text = match crate::seccomp::profiles::named(name) {
         Some(text) => text.to_string(),
         None if name.starts_with('/') => {
-            let meta = std::fs::symlink_metadata(name).map_err(|e| e.to_string())?;
-            use std::os::unix::fs::MetadataExt;
-            if meta.uid() != 0 || meta.mode() & 0o022 != 0 || !meta.is_file() {
-                return Err("not a root-owned regular file".into());
-            }
-            std::fs::read_to_string(name).map_err(|e| e.to_string())?
+            // Root's alone, file and directories, and read without following a link.
+            super::rules::root_owned_chain(std::path::Path::new(name))
+                .map_err(|_| "not a root-owned regular file".to_string())?;
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut text = String::new();
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(name)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .map_err(|e| e.to_string())?;
+            text
         }
         None => return Err("no such shipped profile".into()),
     };

@@ -70,6 +70,8 @@ pub struct Env<'a> {
 pub struct Prepared {
     /// The merged view of `left4me.layers`.
     pub root: Option<OwnedFd>,
+    /// Where the root is attached: the rootfs directory a policy check opened.
+    pub mount_point: Option<OwnedFd>,
     /// Rootless: the layered root is assembled by init (see overlay::InInit).
     pub layers_in_init: Option<crate::layers::overlay::InInit>,
     /// Bind mounts cloned runtime side, by `mounts[]` index: idmapped ones, and under a
@@ -109,7 +111,12 @@ pub fn prepare(
         .map(|s| crate::layers::overlay::build(s, owner))
         .transpose()
         .step("building the layered root")?;
-    if let (None, Some(fd)) = (&root, checked.and_then(|c| c.root.as_ref())) {
+    let checked_root = checked.and_then(|c| c.root.as_ref());
+    let mount_point = checked_root
+        .map(|fd| fd.try_clone())
+        .transpose()
+        .map_err(|e| Error::io(&bundle.rootfs, e))?;
+    if let (None, Some(fd)) = (&root, checked_root) {
         root = Some(clone_tree(Some(fd.as_fd()), Path::new(""), true).step("cloning the rootfs")?);
     }
     let mut binds = Vec::new();
@@ -125,6 +132,7 @@ pub fn prepare(
     }
     Ok(Prepared {
         root,
+        mount_point,
         layers_in_init,
         binds,
         cpu_view: Vec::new(),
@@ -282,20 +290,24 @@ pub fn setup(env: &Env<'_>, steps: &[Step]) -> Result<()> {
                     .as_ref()
                     .or(env.prepared.root.as_ref())
                     .ok_or_else(|| Error::Init("no layered root was prepared".into()))?;
-                let open_rootfs = || {
-                    openat2(
+                // The mount point the policy check opened (the descriptor belongs to
+                // the host's mount namespace: found again here, and refused if root.path
+                // now leads elsewhere), else root.path now.
+                let mount_point = match &env.prepared.mount_point {
+                    Some(fd) => crate::layers::overlay::reopen_here(rootfs, fd)?,
+                    None => openat2(
                         None,
                         rootfs,
                         libc::O_PATH | libc::O_DIRECTORY,
                         0,
                         Resolve::default(),
-                    )
+                    )?,
                 };
-                let mount_point = open_rootfs()?;
                 attach(merged.as_fd(), mount_point.as_fd(), rootfs)
                     .step("attaching the layered root")?;
-                // Opened again: the path now leads to the overlay's root.
-                root = Some(open_rootfs()?);
+                // The attached tree's own descriptor is the root from here on (never
+                // looked up again by path).
+                root = Some(merged.try_clone().map_err(|e| Error::io(rootfs, e))?);
             }
             Step::Mount(i) => {
                 let m = &mounts[*i];

@@ -204,6 +204,21 @@ pub fn reset_signals() -> SysResult<()> {
         .map_err(|e| SysError::new("sigprocmask", "", e))
 }
 
+/// Sets `signals` back to their default disposition: a signal the caller inherited as
+/// ignored (a shell's background job ignores SIGINT) is discarded by the kernel before any
+/// signalfd could see it.
+pub fn default_dispositions(signals: &[Signal]) -> SysResult<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for &signal in signals {
+        // SAFETY: installing SIG_DFL is always sound (the signals are blocked and read
+        // through a signalfd right after).
+        unsafe { sigaction(signal, &default) }
+            .map_err(|e| SysError::new("sigaction", signal, e))?;
+    }
+    Ok(())
+}
+
 /// `setdomainname(2)` (the NIS domain of the UTS namespace).
 pub fn set_domainname(name: &str) -> SysResult<()> {
     // SAFETY: the pointer and length describe `name`'s bytes for the duration of the call.
