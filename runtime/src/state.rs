@@ -274,10 +274,14 @@ pub fn load_file(path: &Path) -> Result<Option<State>> {
     match std::fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Init(format!("{}: corrupt state: {e}", path.display()))),
+        Ok(bytes) => parse(&bytes, path).map(Some),
     }
+}
+
+/// A state file's contents; anything but a well-formed state is a "corrupt state" error.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<State> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Init(format!("{}: corrupt state: {e}", path.display())))
 }
 
 /// Reads the state of `id` without taking the lock.
