@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let subject = match cli.command.container_id() {
+                // An absurd id is not repeated in full.
+                Some(id) if id.len() > 80 => {
+                    format!("container {}...: ", &id[..id.floor_char_boundary(64)])
+                }
                 Some(id) => format!("container {id}: "),
                 None => String::new(),
             };

@@ -128,10 +128,18 @@ impl Bundle {
                 Error::io(&path, std::io::Error::from_raw_os_error(e.errno as i32))
             }
         })?;
+        // A config is kilobytes; a huge one is an attack on the runtime's memory.
+        const MAX_CONFIG: u64 = 16 << 20;
+        let file = std::fs::File::from(file);
+        let size = file.metadata().at(&path)?.len();
+        if size > MAX_CONFIG {
+            return Err(Error::config(
+                path.display().to_string(),
+                format!("{size} bytes; a config.json may have at most 16 MiB"),
+            ));
+        }
         let mut text = String::new();
-        std::fs::File::from(file)
-            .read_to_string(&mut text)
-            .at(&path)?;
+        file.take(MAX_CONFIG).read_to_string(&mut text).at(&path)?;
         let dir = opened;
         let raw: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(format!("{}: (json)", path.display()), e))?;

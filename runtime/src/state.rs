@@ -164,9 +164,13 @@ impl State {
 
 /// Container ids are used as directory and cgroup names: runc's rule (letters, digits,
 /// `_+-.`, not `.`/`..`) keeps them safe as one path component.
+/// The longest id: a file name (255 bytes) less the room the runtime adds around it
+/// (`left4me-ID` cgroups, `.ID.tmp.PID` files).
+pub const MAX_ID_LEN: usize = 200;
+
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
-        && id.len() <= 1024
+        && id.len() <= MAX_ID_LEN
         && id != "."
         && id != ".."
         && id
@@ -175,8 +179,12 @@ pub fn validate_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
+        let shown: String = id.chars().take(64).collect();
+        let more = if id.chars().count() > 64 { "..." } else { "" };
         Err(Error::Usage(format!(
-            "invalid container id {id:?}: use letters, digits and _+-."
+            "invalid container id {shown:?}{more} ({} bytes): use letters, digits and _+-., \
+             at most {MAX_ID_LEN}",
+            id.len()
         )))
     }
 }

@@ -50,6 +50,17 @@ pub fn blkio_to_io_weight(weight: u16) -> u64 {
     1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
+/// -1 is OCI's "no limit"; anything more negative is a mistake, not a wish.
+fn checked(value: i64, key: &str) -> Result<i64> {
+    if value < -1 {
+        return Err(Error::config(
+            format!("linux.resources.{key}"),
+            format!("{value}: -1 means no limit; other negative values are invalid"),
+        ));
+    }
+    Ok(value)
+}
+
 fn limit(value: i64) -> String {
     if value < 0 {
         "max".into()
@@ -136,9 +147,11 @@ pub fn settings(resources: &LinuxResources) -> Result<Vec<Setting>> {
     }
     if let Some(mem) = resources.memory() {
         if let Some(l) = mem.limit() {
+            let l = checked(l, "memory.limit")?;
             out.push(setting("memory", "memory.max", limit(l), "memory.limit"));
         }
         if let Some(r) = mem.reservation() {
+            let r = checked(r, "memory.reservation")?;
             out.push(setting(
                 "memory",
                 "memory.low",
@@ -147,6 +160,7 @@ pub fn settings(resources: &LinuxResources) -> Result<Vec<Setting>> {
             ));
         }
         if let Some(swap) = mem.swap() {
+            let swap = checked(swap, "memory.swap")?;
             // OCI's swap is memory+swap (v1's memsw); v2 limits swap alone.
             let value = match (swap, mem.limit()) {
                 (s, _) if s < 0 => "max".to_string(),
@@ -176,6 +190,7 @@ pub fn settings(resources: &LinuxResources) -> Result<Vec<Setting>> {
         }
     }
     if let Some(pids) = resources.pids() {
+        checked(pids.limit(), "pids.limit")?;
         out.push(setting(
             "pids",
             "pids.max",

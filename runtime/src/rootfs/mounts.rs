@@ -145,6 +145,33 @@ pub struct MountEnv<'a> {
     pub cgroup_dir: Option<&'a Path>,
 }
 
+/// A `proc` or `sysfs` mount (or `/dev`) whose destination is a symlink in the rootfs
+/// (`/proc -> /etc`) is refused, as runc does: everything that later trusts "/proc" or
+/// "/dev" (masked paths, sysctls, the CPU view, device nodes) would be aimed elsewhere.
+fn refuse_symlinked_destination(root: BorrowedFd<'_>, dest: &Path, typ: &str) -> Result<()> {
+    let rel = dest.strip_prefix("/").unwrap_or(dest);
+    let opened = crate::sys::fd::openat2(
+        Some(root),
+        rel,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+        crate::sys::fd::Resolve::IN_ROOT,
+    );
+    let Ok(fd) = opened else { return Ok(()) };
+    let is_link =
+        nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+    if is_link {
+        return Err(Error::config(
+            format!("mounts[{}]", dest.display()),
+            format!(
+                "the {typ} mount's destination is a symlink in the rootfs; it must be a \
+                 directory"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runtime side: the detached clone of a bind mount's source — from `checked`, the
 /// descriptor a policy check opened and approved, when there is one (so what is mounted
 /// is what was checked) — idmapped when the entry has `uidMappings`/`gidMappings` (OCI
@@ -239,6 +266,9 @@ pub fn mount_entry(env: &MountEnv<'_>, m: &Mount, prepared: Option<BorrowedFd<'_
     } else {
         Kind::File
     };
+    if matches!(typ, "proc" | "sysfs") || dest == Path::new("/dev") {
+        refuse_symlinked_destination(env.root, dest, typ)?;
+    }
     let target = ensure_in_root(env.root, dest, kind)?;
     attach(detached.as_fd(), target.as_fd(), dest)?;
     if let Some((propagation, recursive)) = opts.propagation {
