@@ -53,6 +53,14 @@ pub struct Ready {
 }
 
 pub fn run(args: InitArgs<'_>) -> ! {
+    // Before anything of the container can see this process. Rootless, the runtime
+    // (an ordinary user) still has to write this process's uid_map: after "go".
+    if !crate::rootless::active() {
+        if let Err(e) = crate::sys::process::set_non_dumpable() {
+            let _ = args.channel.send(&Message::Failed(e.to_string()));
+            exit_child(1)
+        }
+    }
     let ready = match setup(&args) {
         Ok(ready) => ready,
         Err(e) => {
@@ -109,6 +117,9 @@ pub fn wait_for_start_and_exec(listener: UnixListener, ready: &Ready, preserve_f
 
 fn setup(args: &InitArgs<'_>) -> Result<Ready> {
     args.channel.expect_go()?;
+    if crate::rootless::active() {
+        crate::sys::process::set_non_dumpable()?;
+    }
     let spec = &args.bundle.spec;
     let process = spec.process().as_ref().expect("validated: process exists");
     let linux = spec.linux().as_ref().expect("validated: linux exists");

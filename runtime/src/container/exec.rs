@@ -126,7 +126,10 @@ pub fn exec(paths: &Paths, id: &str, opts: &ExecOptions) -> Result<(Pid, Option<
     let stage1 = match fork_with(CloneFlags::empty(), None).step("forking to join the container")? {
         Forked::Child => {
             parent_ch.close_in_child();
-            let cloned = setns_pidfd(pidfd.as_fd(), join)
+            // Before joining: the container must not ptrace or /proc-read the runtime's
+            // copy (inherited by the process cloned into it, reset by its exec).
+            let cloned = crate::sys::process::set_non_dumpable()
+                .and_then(|_| setns_pidfd(pidfd.as_fd(), join))
                 .step("joining the container's namespaces")
                 .and_then(|_| {
                     fork_with(CloneFlags::CLONE_PARENT, cgroup).step("cloning into the container")

@@ -204,6 +204,14 @@ pub fn reset_signals() -> SysResult<()> {
         .map_err(|e| SysError::new("sigprocmask", "", e))
 }
 
+/// Marks this process non-dumpable until its next exec (which resets it): no process
+/// of the container — same uid, and later the same capabilities — can ptrace it or open
+/// its `/proc/PID/{mem,fd,environ,exe}` while it still holds the runtime's descriptors
+/// and memory.
+pub fn set_non_dumpable() -> SysResult<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| SysError::new("prctl", "PR_SET_DUMPABLE", e))
+}
+
 /// Sets `signals` back to their default disposition: a signal the caller inherited as
 /// ignored (a shell's background job ignores SIGINT) is discarded by the kernel before any
 /// signalfd could see it.
