@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             let subject = match cli.command.container_id() {
                 // An absurd id is not repeated in full.
                 Some(id) if id.len() > 80 => {
-                    format!("container {}...: ", &id[..id.floor_char_boundary(64)])
+                    format!("container {}...: ", id.chars().take(64).collect::<String>())
                 }
                 Some(id) => format!("container {id}: "),
                 None => String::new(),
