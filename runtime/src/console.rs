@@ -4,14 +4,14 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::pty::{grantpt, posix_openpt, unlockpt};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::error::{Context, Error, IoContext, Result};
-use crate::sys::fd::{borrow_stdio, dup_onto, recv_with_fds, send_with_fds};
+use crate::sys::fd::{borrow_stdio, dup_onto, open_pty_peer, recv_with_fds, send_with_fds};
 use crate::sys::SysError;
 
 /// Connects to the caller's console socket (before forking, on the host side).
@@ -23,21 +23,24 @@ pub fn connect(path: &Path) -> Result<OwnedFd> {
 }
 
 /// In the container: opens a pty, sends its master over `socket`, and makes the slave the
-/// process's stdio and controlling terminal. Returns the slave's path.
-pub fn setup_in_container(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<PathBuf> {
+/// process's stdio and controlling terminal. Returns the slave.
+///
+/// The slave comes from the master itself (`TIOCGPTPEER`), never from `/dev/pts/N` by
+/// name: the container's `/dev` may be the rootfs's own directory, where `pts/N` can be a
+/// symlink to a host file such as `/proc/sys/kernel/core_pattern` (CVE-2025-52565 class).
+pub fn setup_in_container(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<OwnedFd> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| SysError::new("posix_openpt", "/dev/ptmx", e))
         .step("process.terminal")?;
+    if !is_pty_multiplexer(master.as_fd())? {
+        return Err(Error::Unsupported(
+            "process.terminal: /dev/ptmx in the container is not the pty multiplexer (c 5:2)"
+                .into(),
+        ));
+    }
     grantpt(&master).map_err(|e| SysError::new("grantpt", "", e))?;
     unlockpt(&master).map_err(|e| SysError::new("unlockpt", "", e))?;
-    let slave_path =
-        PathBuf::from(ptsname_r(&master).map_err(|e| SysError::new("ptsname", "", e))?);
-    let slave = nix::fcntl::open(
-        &slave_path,
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| SysError::new("open", slave_path.display(), e))?;
+    let slave = open_pty_peer(master.as_fd()).step("process.terminal")?;
     if let Some((rows, cols)) = size {
         let ws = nix::pty::Winsize {
             ws_row: rows,
@@ -55,7 +58,15 @@ pub fn setup_in_container(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> R
     for fd in 0..3 {
         dup_onto(slave.as_fd(), fd)?;
     }
-    Ok(slave_path)
+    Ok(slave)
+}
+
+/// True when `fd` is the character device 5:2 (`/dev/ptmx` or `/dev/pts/ptmx`).
+fn is_pty_multiplexer(fd: BorrowedFd<'_>) -> Result<bool> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| SysError::new("fstat", "/dev/ptmx", e))?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && nix::sys::stat::major(st.st_rdev) == 5
+        && nix::sys::stat::minor(st.st_rdev) == 2)
 }
 
 /// Receives the pty master sent by the container.

@@ -180,7 +180,7 @@ fn setup(args: &InitArgs<'_>) -> Result<Ready> {
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
         let slave = crate::console::setup_in_container(socket.as_fd(), size)?;
-        rootfs::bind_console(&slave)?;
+        rootfs::bind_console(slave.as_fd())?;
     }
     crate::process::apply_limits(process, linux.personality().as_ref())?;
     let seccomp_at_exec = crate::process::install_seccomp_early(process, args.seccomp)?;

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+pub mod terminal;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The workspace root.
@@ -446,4 +448,48 @@ pub fn l4d2_store() -> PathBuf {
             copy
         })
         .clone()
+}
+
+/// The probes: `LEFT4ME_PROBE_DIR`, else images/out/probe (where hack/test builds them),
+/// built or refreshed once by images/seccomp-probe/build.sh (idempotent).
+pub fn probe_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let has = |d: &PathBuf| d.join("probe64").exists() && d.join("probe32").exists();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("LEFT4ME_PROBE_DIR").map(PathBuf::from) {
+            if has(&dir) {
+                return dir;
+            }
+        }
+        let out = workspace().join("images/out/probe");
+        let status = Command::new(workspace().join("images/seccomp-probe/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running images/seccomp-probe/build.sh");
+        assert!(
+            status.success() && has(&out),
+            "building the seccomp probes failed"
+        );
+        out
+    })
+    .clone()
+}
+
+/// Swaps two paths atomically (renameat2 RENAME_EXCHANGE).
+pub fn exchange(a: &Path, b: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: both strings outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
 }

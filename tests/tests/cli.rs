@@ -2,13 +2,13 @@
 //! console sockets, pid files, signal forwarding, fd passing and config errors.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use left4me_runtime_tests::terminal::{read_until, recv_fd};
 use left4me_runtime_tests::*;
 use serde_json::{json, Value};
 
@@ -65,61 +65,6 @@ fn ps_pids(rt: &Runtime, id: &str) -> Vec<i32> {
 fn json_out(out: &Output) -> Value {
     let text = ok(out);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Receives one fd sent with SCM_RIGHTS on `sock` (runc's console-socket protocol).
-fn recv_fd(sock: &UnixStream) -> OwnedFd {
-    let timeout = Some(Duration::from_secs(10));
-    sock.set_read_timeout(timeout).unwrap();
-    let mut buf = [0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = [0u64; 64];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: msg describes valid buffers.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
-    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-    // SAFETY: the control buffer was filled by the kernel and is checked before use.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null(), "no fd on the console socket");
-        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
-        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()))
-    }
-}
-
-/// Reads `file` until the text read contains `needle` (a liveness bound of 120 s, generous
-/// for emulated VMs); returns the text.
-fn read_until(file: &mut File, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut text = String::new();
-    while !text.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let left = left.as_millis() as i32;
-        assert!(left > 0, "timed out waiting for {needle:?}; read {text:?}");
-        let mut pfd = libc::pollfd {
-            fd: file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, left) } <= 0 {
-            continue;
-        }
-        let mut buf = [0u8; 1024];
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
-    text
 }
 
 fn json_lines(path: &Path) -> Vec<Value> {

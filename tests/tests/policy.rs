@@ -866,6 +866,18 @@ fn hooks_must_be_listed_and_root_owned() {
             )],
         );
     }
+    // Paths that reach a listed hook only once resolved, or relative to the runtime's
+    // working directory, are not the listed path: refused as such, never resolved.
+    let dotdot = p.dir.join("elsewhere/../hook");
+    for escape in [dotdot.as_path(), Path::new("hook")] {
+        with_hook(&mut b, escape);
+        let needle = format!(
+            "hooks.createRuntime[0].path: asks {}, the policy allows {}",
+            escape.display(),
+            hook.display()
+        );
+        refuses(&rt, &p, &b, &[&needle]);
+    }
     assert!(!ran.exists(), "a refused hook ran");
     with_hook(&mut b, &hook);
     assert_eq!(runs(&rt, &p, &b), "ok\n");
@@ -1858,24 +1870,6 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir(&self.0);
     }
-}
-
-/// Swaps two paths atomically (renameat2 RENAME_EXCHANGE).
-fn exchange(a: &Path, b: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
-    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
-    // SAFETY: both strings outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
 }
 
 /// A thread swapping `a` and `b` again and again until [`Flipper::finish`].

@@ -10,10 +10,7 @@
 //! `spec` writes the shipped `default` profile, so every bundle here sets or removes
 //! `linux.seccomp` itself.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use left4me_runtime_tests::*;
 use serde_json::{json, Value};
@@ -36,32 +33,6 @@ static N: AtomicUsize = AtomicUsize::new(0);
 fn uniq(prefix: &str) -> String {
     let n = N.fetch_add(1, Ordering::SeqCst);
     format!("sc-{prefix}-{}-{n}", std::process::id())
-}
-
-/// The probes: `LEFT4ME_PROBE_DIR`, else images/out/probe (where hack/test builds them),
-/// built or refreshed once by images/seccomp-probe/build.sh (idempotent).
-fn probe_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let has = |d: &PathBuf| d.join("probe64").exists() && d.join("probe32").exists();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("LEFT4ME_PROBE_DIR").map(PathBuf::from) {
-            if has(&dir) {
-                return dir;
-            }
-        }
-        let out = workspace().join("images/out/probe");
-        let status = Command::new(workspace().join("images/seccomp-probe/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("running images/seccomp-probe/build.sh");
-        assert!(
-            status.success() && has(&out),
-            "building the seccomp probes failed"
-        );
-        out
-    })
-    .clone()
 }
 
 /// A bundle running `args` with /probe64 and /probe32 in its rootfs, `seccomp` as its

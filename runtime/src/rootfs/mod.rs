@@ -438,8 +438,12 @@ fn mask_path(root: BorrowedFd<'_>, path: &Path, null: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Creates the file `/dev/console` and binds the terminal's pty onto it.
-pub fn bind_console(pty_path: &Path) -> Result<()> {
+/// Binds the terminal's pty (`pty`, the slave itself) onto `/dev/console`, created as an
+/// empty file when missing. A `/dev/console` that is, or lies behind, a symlink is refused
+/// rather than followed: the bind would put the terminal over whatever the link names (a
+/// masked path, a procfs file) instead of the console.
+pub fn bind_console(pty: BorrowedFd<'_>) -> Result<()> {
+    let console = Path::new("/dev/console");
     let slash = openat2(
         None,
         Path::new("/"),
@@ -447,9 +451,43 @@ pub fn bind_console(pty_path: &Path) -> Result<()> {
         0,
         Resolve::default(),
     )?;
-    let target = paths::ensure_in_root(slash.as_fd(), Path::new("/dev/console"), Kind::File)?;
-    let tree = clone_tree(None, pty_path, false)?;
-    attach(tree.as_fd(), target.as_fd(), Path::new("/dev/console")).step("binding /dev/console")
+    let no_links = Resolve {
+        no_symlinks: true,
+        in_root: true,
+        ..Default::default()
+    };
+    let open = || {
+        openat2(
+            Some(slash.as_fd()),
+            Path::new("dev/console"),
+            libc::O_PATH,
+            0,
+            no_links,
+        )
+    };
+    let target = match open() {
+        Err(e) if e.errno == Errno::ENOENT => {
+            paths::ensure_in_root(slash.as_fd(), console, Kind::File)?;
+            open()
+        }
+        other => other,
+    };
+    let target =
+        match target {
+            Err(e) if e.errno == Errno::ELOOP => return Err(Error::config(
+                "process.terminal",
+                "/dev/console in the container is a symlink (or behind one): refused, not followed",
+            )),
+            other => other?,
+        };
+    if paths::is_dir(target.as_fd())? {
+        return Err(Error::config(
+            "process.terminal",
+            "/dev/console in the container is a directory",
+        ));
+    }
+    let tree = clone_tree(Some(pty), Path::new(""), false)?;
+    attach(tree.as_fd(), target.as_fd(), console).step("binding /dev/console")
 }
 
 #[cfg(test)]

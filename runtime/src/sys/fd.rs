@@ -206,6 +206,8 @@ pub fn fs_magic(fd: BorrowedFd<'_>) -> SysResult<i64> {
 }
 
 pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// Filesystem magic of devpts (`/dev/pts`).
+pub const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
 
 /// A sealed, read-only, executable copy of `source` in memory (the fallback used to
 /// protect the runtime binary when a read-only bind mount cannot be made).
@@ -322,6 +324,21 @@ pub fn get_winsize(fd: BorrowedFd<'_>) -> SysResult<nix::pty::Winsize> {
     check(ret as libc::c_long, "ioctl(TIOCGWINSZ)", fd.as_raw_fd()).map(|_| ws)
 }
 
+/// `TIOCGPTPEER`: opens the slave of the pty master `master` without looking up
+/// `/dev/pts/N` by name, so a path swapped for a symlink cannot hand over another file.
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: integer arguments only; the kernel returns a new descriptor.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let fd = check(
+        ret as libc::c_long,
+        "ioctl(TIOCGPTPEER)",
+        master.as_raw_fd(),
+    )?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `TIOCSCTTY`: makes the terminal the session's controlling terminal.
 pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> SysResult<()> {
     // SAFETY: integer argument only.
@@ -424,5 +441,20 @@ mod tests {
         let memfd = sealed_memfd_copy("test", exe.as_fd()).unwrap();
         let written = nix::unistd::write(&memfd, b"x");
         assert_eq!(written.unwrap_err(), Errno::EPERM);
+    }
+
+    #[test]
+    fn a_pty_peer_is_the_masters_slave_and_only_masters_have_one() {
+        let flags = nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY;
+        let master = nix::pty::posix_openpt(flags).unwrap();
+        nix::pty::unlockpt(&master).unwrap();
+        let slave = open_pty_peer(master.as_fd()).unwrap();
+        assert_eq!(fs_magic(slave.as_fd()).unwrap(), DEVPTS_SUPER_MAGIC);
+        nix::unistd::write(&slave, b"x\n").unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(
+            open_pty_peer(null.as_fd()).unwrap_err().errno,
+            Errno::ENOTTY
+        );
     }
 }
