@@ -341,39 +341,51 @@ pub fn apply(
                     format!("the {c} controller is not available in {}", dir.display()),
                 ));
             }
-            if !enabled.contains(*c) {
-                if delegated == Some(dir.as_path()) && dir != root {
-                    let holds_processes = !crate::cgroups::Cgroup { dir: dir.clone() }
-                        .pids()?
-                        .is_empty();
-                    if holds_processes {
-                        crate::cgroups::vacate_into_supervisor(&dir)?;
-                    }
+            if !enabled.contains(*c) && delegated == Some(dir.as_path()) && dir != root {
+                let holds_processes = !crate::cgroups::Cgroup { dir: dir.clone() }
+                    .pids()?
+                    .is_empty();
+                if holds_processes {
+                    crate::cgroups::vacate_into_supervisor(&dir)?;
                 }
-                let path = dir.join("cgroup.subtree_control");
-                if let Err(e) = std::fs::write(&path, format!("+{c}")) {
-                    let why = if e.raw_os_error() == Some(libc::EBUSY) {
-                        " (the group holds processes: cgroup v2 allows controllers only \
-                         for groups without processes of their own)"
-                    } else {
-                        ""
-                    };
-                    return Err(Error::config(
-                        key_for(settings, c),
-                        format!("enabling {c} in {}: {e}{why}", path.display()),
-                    ));
-                }
+            }
+            // Written even when already listed: the kernel lists a controller as soon as
+            // another writer asked for it, before it has created the children's files; a
+            // write (a no-op then) waits until that writer is done. Skipping it, 20
+            // concurrent creates found their cpuset.cpus missing (the VM's cpus test).
+            let path = dir.join("cgroup.subtree_control");
+            if let Err(e) = write_existing(&path, &format!("+{c}")) {
+                let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                    " (the group holds processes: cgroup v2 allows controllers only \
+                     for groups without processes of their own)"
+                } else {
+                    ""
+                };
+                return Err(Error::config(
+                    key_for(settings, c),
+                    format!("enabling {c} in {}: {e}{why}", path.display()),
+                ));
             }
         }
         dir.push(part);
     }
     for s in settings {
         let path = group.join(&s.file);
-        std::fs::write(&path, &s.value).at(&path).map_err(|e| {
+        write_existing(&path, &s.value).at(&path).map_err(|e| {
             Error::config(s.key.clone(), format!("{} = {:?}: {e}", s.file, s.value))
         })?;
     }
     Ok(())
+}
+
+/// Writes a control file that must exist (no `O_CREAT`: on cgroupfs a missing file would
+/// otherwise read as "permission denied").
+fn write_existing(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
 }
 
 /// `max` (or `max PERIOD` for cpu.max): the kernel's default, i.e. no limit.
