@@ -60,6 +60,15 @@ pub fn foreground(
         // notify is reported but does not stop the game server.
         log::warn(&format!("sd_notify READY=1: {e}"));
     }
+    // From here on this process only waits (one per game server): what built the
+    // container need not stay resident.
+    match crate::sys::memory::release_clean_file_pages() {
+        Ok(bytes) => log::debug(&format!(
+            "supervisor: released {} KiB of mappings",
+            bytes / 1024
+        )),
+        Err(e) => log::debug(&format!("supervisor: releasing clean pages: {e}")),
+    }
     let deadline = limit.map(|l| Instant::now() + l);
     let outcome = supervise::supervise(
         &signals,

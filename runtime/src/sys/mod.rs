@@ -8,6 +8,7 @@
 
 pub mod bpf;
 pub mod fd;
+pub mod memory;
 pub mod mount_api;
 pub mod process;
 pub mod seccomp;
