@@ -353,8 +353,20 @@ pub fn apply(
             // another writer asked for it, before it has created the children's files; a
             // write (a no-op then) waits until that writer is done. Skipping it, 20
             // concurrent creates found their cpuset.cpus missing (the VM's cpus test).
+            // An ancestor the caller may not write (rootless, above its delegated
+            // subtree) with the controller listed is fine as it is.
             let path = dir.join("cgroup.subtree_control");
-            if let Err(e) = write_existing(&path, &format!("+{c}")) {
+            let written = write_existing(&path, &format!("+{c}"));
+            let not_ours = |e: &std::io::Error| {
+                matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
+            };
+            if let Err(e) = written.or_else(|e| {
+                if enabled.contains(*c) && not_ours(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }) {
                 let why = if e.raw_os_error() == Some(libc::EBUSY) {
                     " (the group holds processes: cgroup v2 allows controllers only \
                      for groups without processes of their own)"
