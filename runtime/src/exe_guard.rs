@@ -20,14 +20,23 @@ const MARKER: &str = "_LEFT4ME_RUNTIME_PROTECTED_EXE";
 /// Re-executes the runtime from a protected copy unless it already runs from one.
 /// On success this does not return.
 pub fn ensure_protected() -> Result<()> {
-    if std::env::var_os(MARKER).is_some() {
+    let reexecuted = std::env::var_os(MARKER).is_some();
+    if reexecuted {
         // Keeps the marker out of the environment of everything the runtime starts
         // (the runtime is still single-threaded here).
         std::env::remove_var(MARKER);
-        // The marker is only a hint: a caller could set it. Trust what the kernel says.
-        if running_protected() {
-            return Ok(());
-        }
+    }
+    // The marker is only a hint: a caller could set it. Trust what the kernel says, which
+    // also spares the re-exec to a runtime installed on a read-only mount.
+    if running_protected() {
+        return Ok(());
+    }
+    if reexecuted {
+        return Err(Error::Unsupported(
+            "re-executed from a protected copy of the runtime, which the kernel does not show \
+             as read-only"
+                .into(),
+        ));
     }
     let exe = protected_exe()?;
     let argv: Vec<CString> = std::env::args_os()
