@@ -268,6 +268,63 @@ fn created_init_exe_is_not_the_writable_runtime_binary() {
 }
 
 #[test]
+fn a_runtime_on_a_read_only_mount_runs_without_a_copy_and_stays_unwritable() {
+    if !can_run() {
+        return;
+    }
+    // Installed read-only (BindReadOnlyPaths=, a read-only /usr), the runtime skips the
+    // re-exec from a protected copy: init's exe is the binary itself, and the mount is
+    // what refuses the CVE-2019-5736 write. The read-only bind lives in a private mount
+    // namespace (the host's mount table is shared with the other tests).
+    let dir = scratch().join(uniq("ro-install"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let installed = dir.join("left4me-runtime");
+    std::fs::copy(runtime_bin(), &installed).unwrap();
+    let before = std::fs::read(&installed).unwrap();
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sleep", "60"]);
+    let d = dir.display();
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {} --root {} create \
+         --bundle {} exe-ro",
+        installed.display(),
+        rt.root.display(),
+        b.dir.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    ok(&run_captured(&mut cmd));
+    let pid = pid_of(&rt, "exe-ro");
+    let exe = format!("/proc/{pid}/exe");
+    // Seen from here, the bind (in another mount namespace) is named from its own root:
+    // "/left4me-runtime". The protected copy would be "/", the root of a file mount.
+    let link = std::fs::read_link(&exe).unwrap();
+    assert_eq!(link, Path::new("/left4me-runtime"), "init runs from a copy");
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+        (a.dev(), a.ino()) == (b.dev(), b.ino())
+    };
+    assert!(
+        same(Path::new(&exe), &installed),
+        "init's exe is another file"
+    );
+    let handle = File::open(&exe).unwrap();
+    assert!(write_protected(&handle), "{exe}: writable");
+    let err = append(&exe).expect_err("opened a created init's exe for writing");
+    let refused = [Some(libc::EROFS), Some(libc::ETXTBSY)];
+    assert!(refused.contains(&err.raw_os_error()), "{err}");
+    ok(&rt.cmd(&["start", "exe-ro"]));
+    wait_exec(pid, "sleep");
+    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let err = append(&reopen).expect_err("reopened the binary for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    drop(rt);
+    assert!(std::fs::read(&installed).unwrap() == before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn container_cannot_overwrite_runtime_through_created_init() {
     if !can_run() {
         return;
