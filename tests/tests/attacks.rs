@@ -88,6 +88,13 @@ fn create_with_terminal(
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
             }
         }
+        // A create that finished may have connected (and sent the master) between the
+        // last accept and the check: its connection waits in the backlog.
+        if !connected {
+            if let Ok((conn, _)) = listener.accept() {
+                master = try_recv_fd(&conn).map(File::from);
+            }
+        }
         (create.join().unwrap(), master)
     })
 }
