@@ -372,3 +372,50 @@ def remove_cgroups(paths):
 
 def rmtree(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+def median_ci(xs, conf=0.95):
+    """Distribution-free confidence interval of the median (order statistics of the
+    binomial(n, 1/2) law): (low, high), or None with fewer than 6 samples (no interval
+    reaches 95 % below that)."""
+    s, n = sorted(xs), len(xs)
+    if n < 6:
+        return None
+    from math import comb
+    # largest k with P(Binom(n, 1/2) < k) <= (1 - conf) / 2: [s[k-1], s[n-k]] covers conf
+    tail, k = 0.0, 0
+    while True:
+        nxt = tail + comb(n, k) / 2 ** n
+        if nxt > (1 - conf) / 2:
+            break
+        tail, k = nxt, k + 1
+    if k == 0:
+        return None
+    return s[k - 1], s[n - k]
+
+
+# --- scenario helpers ----------------------------------------------------------------
+
+def interleave(ctx, iterations, warmup, fn, errors, runtimes=None):
+    """fn(rt, i, warm) -> sample, for every runtime in turn, `warmup` unrecorded rounds
+    first. A runtime whose command fails is dropped from the rest of the scenario and the
+    failure recorded (a result, not a harness failure)."""
+    runtimes = runtimes or ctx.runtimes
+    samples = {rt.name: [] for rt in runtimes}
+    active = [rt for rt in runtimes if rt.name not in errors]
+    for i in range(warmup + iterations):
+        for rt in list(active):
+            ctx.ns.enter(rt.ns_name)
+            try:
+                s = fn(rt, i, i < warmup)
+            except RunError as e:
+                errors[rt.name] = str(e)
+                active.remove(rt)
+                continue
+            if i >= warmup:
+                samples[rt.name].append(s)
+    return samples
+
+
+def error_rows(errors, width):
+    return [[name, *(["failed: " + msg[:300]] + [""] * (width - 2))] for name, msg in errors.items()]

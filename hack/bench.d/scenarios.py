@@ -9,31 +9,11 @@ import socket
 import subprocess
 import time
 
-from lib import (Deadline, RunError, edit_config, make_bundle, meminfo_available_kib,
-                 proc_memory, children, ratio, run, summary)
+from lib import (Deadline, RunError, edit_config, error_rows, interleave, make_bundle,
+                 meminfo_available_kib, proc_memory, children, ratio, run, summary)
+from seccomp import s5_seccomp
 
 OURS = "left4me-runtime"
-
-
-def interleave(ctx, iterations, warmup, fn, errors, runtimes=None):
-    """fn(rt, i, warm) -> sample, for every runtime in turn, `warmup` unrecorded rounds
-    first. A runtime whose command fails is dropped from the rest of the scenario and the
-    failure recorded (a result, not a harness failure)."""
-    runtimes = runtimes or ctx.runtimes
-    samples = {rt.name: [] for rt in runtimes}
-    active = [rt for rt in runtimes if rt.name not in errors]
-    for i in range(warmup + iterations):
-        for rt in list(active):
-            ctx.ns.enter(rt.ns_name)
-            try:
-                s = fn(rt, i, i < warmup)
-            except RunError as e:
-                errors[rt.name] = str(e)
-                active.remove(rt)
-                continue
-            if i >= warmup:
-                samples[rt.name].append(s)
-    return samples
 
 
 def ms(x):
@@ -49,9 +29,6 @@ def vs(data, name, key=lambda d: d["median"]):
     get = lambda n: key(data[n]) if n in data else None
     return [fx(ratio(get(name), get("crun"))), fx(ratio(get(name), get("runc")))]
 
-
-def error_rows(errors, width):
-    return [[name, *(["failed: " + msg[:300]] + [""] * (width - 2))] for name, msg in errors.items()]
 
 
 def features_note(ctx):
@@ -175,7 +152,7 @@ def s3_concurrent(ctx):
                     bad = [p.wait() for p in procs if p.wait() != 0]
                 if bad:
                     raise RunError(f"run --detach exited {bad[0]}: {rt.log.since(0)}")
-            time.sleep(0.2 if ctx.quick else 1.0)
+            time.sleep(0.4 if ctx.quick else 1.0)
             avail1 = meminfo_available_kib()
             ctr_pids = [int(open(pidfile(cid)).read().strip()) for cid in ids]
             ctr = [proc_memory(p) for p in ctr_pids]
@@ -390,80 +367,6 @@ def _check_layers(out, want):
                        f"expected {want[0]}, {want[1]!r}")
 
 
-# --- 5: seccomp cost per syscall -----------------------------------------------------
-
-def s5_seccomp(ctx):
-    calls = 200_000 if ctx.quick else 10_000_000
-    iters, warm = (1, 0) if ctx.quick else (11, 1)
-    bundles = {}
-    for mode in ("getppid", "personality"):
-        for sec in (True, False):
-            bd = make_bundle(ctx.ours_bin, ctx.path(f"s5-{mode}-{'sec' if sec else 'none'}"),
-                             ["/getppid", str(calls), *([mode] if mode != "getppid" else [])],
-                             ctx.busybox, seccomp=sec)
-            subprocess.run(["cp", os.path.join(ctx.probe_dir, "getppid"),
-                            os.path.join(bd, "rootfs", "getppid")], check=True)
-            if sec:
-                subprocess.run([ctx.ours_bin, "config", "--bundle", bd, "seccomp", "--profile",
-                                "default"], check=True, stdout=subprocess.DEVNULL)
-            bundles[(mode, sec)] = bd
-    errors = {}
-
-    def one(rt, i, warm):
-        out = {}
-        for (mode, sec), bd in bundles.items():
-            cid = f"{ctx.prefix}5-{i}"
-            rt.ids.add(cid)
-            _, text = run(rt.cmd("run", "--bundle", bd, cid), rt.log, capture=True, timeout=120)
-            rt.ids.discard(cid)
-            try:
-                out[(mode, sec)] = float(text.strip())
-            except ValueError:
-                raise RunError(f"getppid probe printed {text!r}")
-        return out
-
-    samples = interleave(ctx, iters, warm, one, errors)
-    data, rows = {}, []
-    for name, ss in samples.items():
-        if not ss:
-            continue
-        d = {}
-        for mode in ("getppid", "personality"):
-            w = summary([s[(mode, True)] for s in ss])
-            wo = summary([s[(mode, False)] for s in ss])
-            d[mode] = {"seccomp": w, "none": wo, "overhead": w["median"] - wo["median"],
-                       "overhead_min": w["min"] - wo["min"]}
-        data[name] = d
-    for mode in ("getppid", "personality"):
-        for name, d in data.items():
-            m = d[mode]
-            oc = (data.get("crun") or {}).get(mode, {}).get("overhead")
-            orr = (data.get("runc") or {}).get(mode, {}).get("overhead")
-            rows.append([mode, name, fx(m["seccomp"]["median"]), fx(m["seccomp"]["min"]),
-                         fx(m["none"]["median"]), fx(m["none"]["min"]), fx(m["overhead"]),
-                         fx(m["overhead_min"]),
-                         fx(m["overhead"] - oc) if oc is not None else "—",
-                         fx(m["overhead"] - orr) if orr is not None else "—"])
-    rows += [[""] + r for r in error_rows(errors, 9)]
-    return {"id": "s5", "title": f"5. seccomp cost per syscall ({calls:,} calls per sample, ns per call)",
-            "headers": ["syscall", "runtime", "default profile median ns", "min ns",
-                        "no seccomp median ns", "min ns", "overhead (medians) ns",
-                        "overhead (mins) ns", "overhead − crun's ns", "overhead − runc's ns"],
-            "rows": rows, "data": data, "errors": errors,
-            "notes": ["images/bench-probe/getppid.c (static): raw syscalls in a loop inside the container."
-                      " Same config.json for the three runtimes: `default` profile (bundles/seccomp/"
-                      "default.json, set with `left4me-runtime config seccomp --profile default`) vs the"
-                      " same bundle without `linux.seccomp`. Each runtime compiles the profile itself "
-                      "(runc/crun through libseccomp).",
-                      "getppid is allowed without argument conditions, so after the first call the kernel's"
-                      " seccomp action cache (bitmap, Linux >= 5.11) answers it without running the BPF"
-                      " program: the overhead is near zero for every runtime. personality(0xffffffff) is"
-                      " allowed only for that argument, so every call runs the whole filter: that row shows"
-                      " the cost of each runtime's BPF code.",
-                      "Overhead = with − without the filter, same runtime; 'min' columns are the fastest"
-                      " sample (interference from other load only ever adds time)."]}
-
-
 # --- 6: game instance cold start -----------------------------------------------------
 
 A2S_QUERY = b"\xff\xff\xff\xffTSource Engine Query\x00"
@@ -542,6 +445,9 @@ def s6_instance(ctx):
         try:
             name = a2s_first_answer(port, t0 + 30, p)
             t = time.perf_counter() - t0
+            # The supervisor gives back its setup memory 0.3 s after the start
+            # (container/run.rs, SETTLE_AFTER): measure it as the long-running server has it.
+            time.sleep(0.5)
             sup = proc_memory(p.pid)
             p.send_signal(signal.SIGINT)
             t1 = time.perf_counter()
