@@ -31,11 +31,23 @@ pub fn list(paths: &Paths) -> Result<Vec<Value>> {
 
 /// The user name of `uid` on the host, or `#UID` (runc's `list` owner column).
 fn owner_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|passwd| passwd_name(&passwd, uid))
         .unwrap_or_else(|| format!("#{uid}"))
+}
+
+/// The name of `uid` in a passwd(5) text. Read directly, as runc's Go code does, not
+/// through NSS: the runtime is linked statically (hack/build) and loads no NSS modules;
+/// a user known only to a directory service shows as `#UID`.
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty() && !name.starts_with(['#', '+', '-']))
+            .then(|| name.to_owned())
+    })
 }
 
 /// A table like runc's: `ID PID STATUS BUNDLE CREATED OWNER`.
@@ -201,4 +213,22 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&config).expect("a JSON value serializes");
     state::write_atomic(&path, format!("{text}\n").as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passwd_name;
+
+    #[test]
+    fn passwd_lookup_takes_the_first_entry_with_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# a comment:x:5:5\n\
+                      +nis:x:7:7::/:\nsrcds:x:980:980::/home/srcds:/bin/false\n\
+                      alias:x:980:980::/:\nbroken:x:notanumber:0::/:\n";
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 980).as_deref(), Some("srcds"));
+        assert_eq!(passwd_name(passwd, 5), None);
+        assert_eq!(passwd_name(passwd, 7), None);
+        assert_eq!(passwd_name(passwd, 1000), None);
+        assert_eq!(passwd_name("", 0), None);
+    }
 }
