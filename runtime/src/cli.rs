@@ -38,6 +38,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The process's arguments, parsed as `Cli::parse()` does, but clap's command tree
+    /// (every subcommand and argument, built to parse one line) is not dropped: the
+    /// process ends soon and the kernel frees it at once. Dropping it was ~2 % of a
+    /// short command's run (docs/benchmarks.md), paid by every create/start/delete.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let parsed = command
+            .try_get_matches_from_mut(std::env::args_os())
+            .and_then(|mut matches| {
+                let cli = Cli::from_arg_matches_mut(&mut matches);
+                std::mem::forget(matches);
+                cli
+            });
+        match parsed {
+            Ok(cli) => {
+                std::mem::forget(command);
+                cli
+            }
+            Err(e) => e.format(&mut command).exit(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

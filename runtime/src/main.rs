@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use left4me_runtime::cli::{
     self as cli, Cli, Command, LayersCommand, ListFormat, LogFormat, UsernsCommand,
 };
@@ -13,7 +12,7 @@ use left4me_runtime::idblocks::{self, Allocator};
 use left4me_runtime::{exe_guard, log, rootless};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let format = match cli.log_format {
         LogFormat::Text => log::Format::Text,
         LogFormat::Json => log::Format::Json,
@@ -284,7 +283,9 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             };
             let (pid, console) = exec::exec(&paths, id, &opts)?;
             if let Some(signals) = signals {
-                return Ok(supervise::supervise(&signals, pid, console, None, false)?.code as u8);
+                return Ok(
+                    supervise::supervise(&signals, pid, console, None, false, None)?.code as u8,
+                );
             }
         }
         Command::Layers(LayersCommand::Check { bundle, format }) => {

@@ -170,3 +170,41 @@ fn run_timeout_kills_the_whole_container_and_says_so() {
         "--timeout \"soon\"",
     );
 }
+
+#[test]
+fn run_supervisor_gives_back_its_setup_memory_only_when_the_container_keeps_running() {
+    if !can_run() {
+        return;
+    }
+    let rt = Runtime::new();
+    // 300 ms after the start (container/run.rs SETTLE_AFTER) the supervisor releases
+    // what building the container needed; a short run exits before and never pays.
+    let long = Bundle::new(&["sleep", "1"]);
+    let out = rt.cmd(&[
+        "--debug",
+        "run",
+        "--bundle",
+        long.dir.to_str().unwrap(),
+        "settle",
+    ]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("supervisor: released"),
+        "stderr: {}",
+        stderr(&out)
+    );
+    let short = Bundle::new(&["true"]);
+    let out = rt.cmd(&[
+        "--debug",
+        "run",
+        "--bundle",
+        short.dir.to_str().unwrap(),
+        "quick",
+    ]);
+    ok(&out);
+    assert!(
+        !stderr(&out).contains("supervisor: released"),
+        "a run of `true` released memory: {}",
+        stderr(&out)
+    );
+}

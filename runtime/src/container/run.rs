@@ -60,15 +60,6 @@ pub fn foreground(
         // notify is reported but does not stop the game server.
         log::warn(&format!("sd_notify READY=1: {e}"));
     }
-    // From here on this process only waits (one per game server): what built the
-    // container need not stay resident.
-    match crate::sys::memory::release_clean_file_pages() {
-        Ok(bytes) => log::debug(&format!(
-            "supervisor: released {} KiB of mappings",
-            bytes / 1024
-        )),
-        Err(e) => log::debug(&format!("supervisor: releasing clean pages: {e}")),
-    }
     let deadline = limit.map(|l| Instant::now() + l);
     let outcome = supervise::supervise(
         &signals,
@@ -76,6 +67,10 @@ pub fn foreground(
         created.console,
         deadline,
         kill_on_stop,
+        Some(supervise::Settle {
+            at: Instant::now() + SETTLE_AFTER,
+            work: release_supervisor_memory,
+        }),
     );
     if let Some(relay) = relay {
         relay.finish();
@@ -143,6 +138,22 @@ pub fn human_duration(d: Duration) -> String {
         "0s".into()
     } else {
         out
+    }
+}
+
+/// How long the container runs before its supervisor gives back what building it
+/// needed: long enough that a short run (a build step, a test) never pays for it.
+const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// From here on this process only waits (one per game server): what built the
+/// container need not stay resident.
+fn release_supervisor_memory() {
+    match crate::sys::memory::release_clean_file_pages() {
+        Ok(bytes) => log::debug(&format!(
+            "supervisor: released {} KiB of mappings",
+            bytes / 1024
+        )),
+        Err(e) => log::debug(&format!("supervisor: releasing clean pages: {e}")),
     }
 }
 

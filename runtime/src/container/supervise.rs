@@ -51,6 +51,14 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// Work the supervisor does once, when the process has been running for a while:
+/// a short-lived container (a build step, `run /bin/true`) exits before it and never
+/// pays for it.
+pub struct Settle {
+    pub at: std::time::Instant,
+    pub work: fn(),
+}
+
 /// How the supervised process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -70,6 +78,7 @@ pub fn supervise(
     console: Option<OwnedFd>,
     deadline: Option<std::time::Instant>,
     kill_on_stop: bool,
+    mut settle: Option<Settle>,
 ) -> Result<Outcome> {
     let mut timed_out = false;
     let mut cancelled = false;
@@ -106,18 +115,26 @@ pub fn supervise(
                 fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
             }
         }
-        let timeout = match deadline.filter(|_| !timed_out) {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    timed_out = true;
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                    continue;
-                }
-                PollTimeout::try_from(left.min(std::time::Duration::from_secs(60)))
-                    .unwrap_or(PollTimeout::MAX)
+        let now = std::time::Instant::now();
+        if let Some(due) = settle.take_if(|s| s.at <= now) {
+            (due.work)();
+        }
+        let mut wake = settle.as_ref().map(|s| s.at);
+        if let Some(d) = deadline.filter(|_| !timed_out) {
+            if d <= now {
+                timed_out = true;
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                continue;
             }
+            wake = Some(wake.map_or(d, |w| w.min(d)));
+        }
+        let timeout = match wake {
+            None => PollTimeout::NONE,
+            Some(w) => PollTimeout::try_from(
+                w.saturating_duration_since(now)
+                    .min(std::time::Duration::from_secs(60)),
+            )
+            .unwrap_or(PollTimeout::MAX),
         };
         match poll(&mut fds, timeout) {
             Err(Errno::EINTR) => continue,
