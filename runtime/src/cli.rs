@@ -412,15 +412,9 @@ impl Command {
         )
     }
 
-    /// Commands that put a process into a container and so run from a protected copy of
-    /// the binary (see exe_guard).
-    pub fn enters_container(&self) -> bool {
-        matches!(
-            self,
-            Command::Create { .. }
-                | Command::Run { .. }
-                | Command::Exec { .. }
-                | Command::Sandbox(_)
-        )
+    /// Commands that put a process into a running container and so always run from a
+    /// protected copy of the binary (create and run decide per bundle: see exe_guard).
+    pub fn joins_container(&self) -> bool {
+        matches!(self, Command::Exec { .. })
     }
 }

@@ -48,7 +48,8 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             "--systemd-cgroup is not supported: this runtime manages cgroupfs paths itself".into(),
         ));
     }
-    if cli.command.enters_container() {
+    // create/run decide once the bundle is loaded (exe_guard::needed_for, in create).
+    if cli.command.joins_container() {
         exe_guard::ensure_protected()?;
     }
     // After the re-exec above: loaded (and announced) once.

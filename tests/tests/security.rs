@@ -200,8 +200,12 @@ fn wait_for_file(path: &Path) -> String {
 // attacker keeps an O_PATH/read-only handle and reopens it for writing through
 // `/proc/self/fd/N` once the runtime process is gone (init exec'd, exec finished). The
 // next `left4me-runtime` anything on the host then runs the attacker's code as root.
-// exe_guard re-executes the runtime from a read-only detached bind mount (or a sealed
-// memfd) first, so the handle leads to something that refuses writes (EROFS/EPERM).
+// Two defences: init makes itself non-dumpable before anything of the container exists,
+// so a container process without CAP_SYS_PTRACE cannot open its /proc/PID/exe at all;
+// and where that is not enough (the container shares or joins a PID namespace, runs
+// hooks inside, may hold CAP_SYS_PTRACE, rootless; and always for `exec`) exe_guard
+// re-executes the runtime from a read-only detached bind mount (or a sealed memfd)
+// first, so the handle leads to something that refuses writes (EROFS/EPERM).
 
 /// True if `fd` (a handle on a runtime's exe) cannot be written through: a read-only
 /// mount or a memfd sealed against writes.
@@ -225,7 +229,13 @@ fn created_init_exe_is_not_the_writable_runtime_binary() {
     let bin = PrivateBin::new();
     let before = bin.bytes();
     let rt = Runtime::new();
-    let b = Bundle::new(&["sleep", "60"]);
+    let mut b = Bundle::new(&["sleep", "60"]);
+    // In the host's PID namespace the container could see the runtime's processes:
+    // this create must run from the protected copy (exe_guard::needed_for).
+    b.edit(|c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|ns| ns["type"] != "pid");
+    });
     let dir = b.dir.to_str().unwrap();
     ok(&bin.cmd(&rt, &["create", "--bundle", dir, "exe-host"]));
     let pid = pid_of(&rt, "exe-host");
@@ -332,8 +342,10 @@ fn container_cannot_overwrite_runtime_through_created_init() {
     // Deterministic CVE-2019-5736: `exec` into a *created* container, whose pid 1 is
     // still the runtime. The attacker holds /proc/1/exe open (in a `sleep`'s stdin),
     // waits for `start` (init execs, the binary is no longer running, so no ETXTBSY),
-    // then reopens the held file for writing. Without exe_guard this appends to the
-    // runtime binary (checked: it does).
+    // then reopens the held file for writing. The container has a PID namespace of its
+    // own, so create did not re-exec (exe_guard::needed_for): init runs from the binary
+    // itself and only its being non-dumpable stops the attacker's open of /proc/1/exe.
+    // Without that this appends to the runtime binary (checked: it does).
     let bin = PrivateBin::new();
     let before = bin.bytes();
     let rt = Runtime::new();

@@ -51,6 +51,10 @@ pub fn create(paths: &Paths, id: &str, opts: &CreateOptions) -> Result<Created> 
         Some(policy) => crate::policy::enforce(policy, &opts.bundle, &bundle)?,
         None => None,
     };
+    // Nothing exists yet: when the re-exec happens, the command starts over protected.
+    if crate::exe_guard::needed_for(&bundle.spec) {
+        crate::exe_guard::ensure_protected()?;
+    }
     if let Some(auto) = bundle.userns.clone().filter(|a| a.auto) {
         let start = crate::idblocks::Allocator::new(&paths.id_blocks)
             .allocate(id, &auto)
