@@ -51,7 +51,9 @@ def machine_facts(ours_bin, repo):
     git = lambda *a: subprocess.run(["git", "-C", repo, *a], capture_output=True, text=True,
                                     env=env).stdout.strip()
     dirty = git("status", "--porcelain", "--untracked-files=no")
-    linkage = "static" if "statically linked" in sh("file", "-L", ours_bin) else "dynamic"
+    kind = sh("file", "-L", ours_bin)
+    linkage = ("static-pie" if "static-pie linked" in kind
+               else "static" if "statically linked" in kind else "dynamic")
     vuln = lambda n: open(f"/sys/devices/system/cpu/vulnerabilities/{n}").read().strip() \
         if os.path.exists(f"/sys/devices/system/cpu/vulnerabilities/{n}") else "?"
     return {

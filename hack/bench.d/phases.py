@@ -6,9 +6,9 @@ Runs the release binary N times on a busybox bundle (with --layers: on a store o
 lower layers) under `perf record` with syscall tracepoints only (no ptrace: strace's
 overhead hides exactly the steps that matter), inside the same private mount namespace
 as hack/bench's "ours", and prints the median of each step. The steps are delimited by
-syscalls each run makes once (execveat = the exe_guard re-exec, signalfd4 = run's signal
-setup, clone3 = init, pivot_root, seccomp, execve of the process). Needs `perf` (Debian:
-linux-perf) and the images hack/bench builds."""
+syscalls each run makes once (execveat = the exe_guard re-exec where there is one,
+signalfd4 = run's signal setup, clone3 = init, pivot_root, seccomp, execve of the
+process). Needs `perf` (Debian: linux-perf) and the images hack/bench builds."""
 
 import argparse
 import collections
@@ -76,11 +76,14 @@ def phases(ev):
         sfd = first(es, "sys_enter_signalfd4", c or 0)
         mk = first(es, "sys_enter_mkdir", sfd or 0)
         b0, b1 = first(es, "sys_enter_bpf"), last(es, "sys_exit_bpf")
-        steps = [("execve(2) of the runtime (kernel)", t0, x1),
-                 ("ld.so + Rust/clap start until open_tree(/proc/self/exe)", x1, ot),
-                 ("exe_guard: clone + execveat(2) (kernel)", ot, c),
-                 ("ld.so + start again, CLI, policy lookup -> signalfd4", c, sfd),
-                 ("config.json load + checks (+ layer checks) -> state mkdir", sfd, mk),
+        steps = [("execve(2) of the runtime (kernel)", t0, x1)]
+        if ot is not None:  # the exe_guard re-exec (exe_guard::needed_for)
+            steps += [("ld.so + Rust/clap start until open_tree(/proc/self/exe)", x1, ot),
+                      ("exe_guard: clone + execveat(2) (kernel)", ot, c),
+                      ("ld.so + start again, CLI, policy lookup -> signalfd4", c, sfd)]
+        else:
+            steps += [("runtime start, CLI, policy lookup -> signalfd4", x1, sfd)]
+        steps += [("config.json load + checks (+ layer checks) -> state mkdir", sfd, mk),
                  ("state dir, cgroup mkdir -> bpf", mk, b0),
                  ("device eBPF program load + attach", b0, b1)]
         if helper:
