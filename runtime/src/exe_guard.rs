@@ -23,7 +23,6 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
-use crate::hooks::Stage;
 use crate::sys::fd::{exec_fd, openat2, sealed_memfd_copy, Resolve};
 use crate::sys::mount_api::{attr, clone_tree, set_attr, SetAttr};
 
@@ -86,16 +85,7 @@ pub fn needed_for(spec: &Spec) -> bool {
                 .iter()
                 .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
         });
-    let hooks = [
-        Stage::Prestart,
-        Stage::CreateRuntime,
-        Stage::CreateContainer,
-        Stage::StartContainer,
-        Stage::Poststart,
-        Stage::Poststop,
-    ]
-    .iter()
-    .any(|stage| !stage.hooks(spec).is_empty());
+    let hooks = crate::hooks::any(spec);
     let may_ptrace = spec
         .process()
         .as_ref()

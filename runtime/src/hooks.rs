@@ -26,6 +26,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Prestart,
+        Stage::CreateRuntime,
+        Stage::CreateContainer,
+        Stage::StartContainer,
+        Stage::Poststart,
+        Stage::Poststop,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Prestart => "prestart",
@@ -181,6 +190,11 @@ pub fn run(stage: Stage, hooks: &[Hook], state: &serde_json::Value) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Whether `spec` has a hook at any stage.
+pub fn any(spec: &Spec) -> bool {
+    Stage::ALL.iter().any(|s| !s.hooks(spec).is_empty())
 }
 
 /// Whether init must stop before pivot_root for hooks (prestart, createRuntime,
